@@ -1,0 +1,3 @@
+"""jaxbayes.kernels (public names are re-exported here from private modules)."""
+
+__all__: list[str] = []

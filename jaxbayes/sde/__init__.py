@@ -1,0 +1,3 @@
+"""jaxbayes.sde (public names are re-exported here from private modules)."""
+
+__all__: list[str] = []
