@@ -64,8 +64,8 @@ def check_shape(name: str, x: Any, shape: tuple[int | None, ...]) -> None:
     """Raise ``ValueError`` unless ``x.shape`` matches ``shape`` (``None`` matches any size)."""
     got = np.shape(x)
     if len(got) != len(shape) or any(s is not None and s != g for s, g in zip(shape, got, strict=True)):
-        want = tuple("?" if s is None else s for s in shape)
-        raise ValueError(f"{name} must have shape {want}, got {got}")
+        want = ", ".join("?" if s is None else str(s) for s in shape)
+        raise ValueError(f"{name} must have shape ({want}), got {got}")
 
 
 def check_same_shape(name_a: str, a: Any, name_b: str, b: Any) -> None:
@@ -85,8 +85,9 @@ def check_finite(name: str, x: Any) -> None:
 
 def check_floating(name: str, x: Any) -> None:
     """Raise ``TypeError`` if ``x`` does not have a floating dtype."""
-    if not np.issubdtype(np.result_type(x), np.floating):
-        raise TypeError(f"{name} must have a floating dtype, got {np.result_type(x)}")
+    dtype = x.dtype if hasattr(x, "dtype") else np.result_type(x)
+    if not np.issubdtype(dtype, np.floating):
+        raise TypeError(f"{name} must have a floating dtype, got {dtype}")
 
 
 def _short(v: np.ndarray) -> str:

@@ -1,0 +1,1 @@
+"""jaxbayes benchmark suite: one ``bench_<pillar>.py`` per pillar, run by ``jaxbayes bench``."""

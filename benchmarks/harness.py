@@ -1,0 +1,205 @@
+"""Timing, machine capture, JSON records, Markdown tables and isolated peer environments.
+
+Benchmarks compare jaxbayes with the library a user would otherwise pick, in the same process run, on the
+same data. Absolute times on shared CPU machines are noisy; the ratios are what the table reports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+REFERENCE = "jaxbayes"
+
+
+class Timing(NamedTuple):
+    """Wall-clock seconds: ``compile_s`` is the first call minus the median (JIT compile, caches)."""
+
+    compile_s: float
+    median_s: float
+    min_s: float
+    max_s: float
+    repeats: int
+
+
+def _block(out: Any) -> Any:
+    try:
+        import jax
+
+        return jax.block_until_ready(out)
+    except (ImportError, TypeError):
+        return out
+
+
+def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, **kwargs) -> tuple[Timing, Any]:
+    """Time ``fn(*args, **kwargs)``: ``warmup`` untimed-for-median calls, then ``repeats`` timed calls.
+
+    Every call is followed by ``jax.block_until_ready`` so asynchronous dispatch is not mistaken for speed.
+    Returns the timing and the output of the last call.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    first = None
+    out = None
+    for _ in range(max(warmup, 1)):
+        start = time.perf_counter()
+        out = _block(fn(*args, **kwargs))
+        first = time.perf_counter() - start if first is None else first
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = _block(fn(*args, **kwargs))
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return Timing(max(first - median, 0.0), median, min(times), max(times), repeats), out
+
+
+def record(benchmark: str, case: str, impl: str, timing: Timing | None = None, **metrics: Any) -> dict:
+    """One row of results: what was run (benchmark, case), by whom (impl), how fast, and what it gave."""
+    row: dict[str, Any] = {"benchmark": benchmark, "case": case, "impl": impl}
+    if timing is not None:
+        row.update(time_s=timing.median_s, time_min_s=timing.min_s, time_max_s=timing.max_s,
+                   compile_s=timing.compile_s, repeats=timing.repeats)
+    row.update({k: _jsonable(v) for k, v in metrics.items()})
+    return row
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "shape") and getattr(v, "shape", None) == ():
+        v = v.item()
+    if hasattr(v, "tolist"):
+        return v.tolist()
+    if isinstance(v, float) and not np.isfinite(v):
+        return str(v)
+    return v
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """Where and with what the numbers were measured."""
+    import jax
+
+    packages = ["jax", "jaxlib", "flax", "optax", "distrax", "ott-jax", "diffrax", "numpy", "scipy", "pot",
+                "numpyro", "blackjax", "tinygp", "jaxbayes"]
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "device_kind": jax.devices()[0].device_kind,
+        "versions": {p: v for p in packages if (v := _version(p))},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def save_results(path: str | Path, records: Sequence[dict], **extra: Any) -> Path:
+    """Write ``{"machine": ..., "records": [...], **extra}`` as JSON and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"machine": machine_info(), "records": [_jsonable(r) for r in records], **_jsonable(extra)}
+    path.write_text(json.dumps(payload, indent=2))
+    return path
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return str(v)
+
+
+def markdown_table(records: Sequence[dict], *, reference: str = REFERENCE) -> str:
+    """Rows grouped by (benchmark, case); ``vs jaxbayes`` is the peer's time over jaxbayes's time
+    (above 1: jaxbayes is faster). Extra metrics are listed after the times."""
+    metric_keys: list[str] = []
+    for r in records:
+        for k in r:
+            if k not in {"benchmark", "case", "impl", "time_s", "time_min_s", "time_max_s", "compile_s",
+                         "repeats"} and k not in metric_keys and not isinstance(r[k], list | dict):
+                metric_keys.append(k)
+    header = ["benchmark", "case", "impl", "median time (s)", "vs jaxbayes", *metric_keys]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["benchmark"], r["case"]), []).append(r)
+    for (bench, case), rows in groups.items():
+        ref = next((r.get("time_s") for r in rows if r["impl"] == reference), None)
+        for r in rows:
+            t = r.get("time_s")
+            ratio = f"{t / ref:.2f}x" if (t is not None and ref) else "-"
+            cells = [bench, case, r["impl"], _fmt(t) if t is not None else "-", ratio,
+                     *(_fmt(r.get(k, "")) for k in metric_keys)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def cache_dir() -> Path:
+    """Where peer environments live: ``$JAXBAYES_CACHE`` or ``~/.cache/jaxbayes``."""
+    return Path(os.environ.get("JAXBAYES_CACHE", Path.home() / ".cache" / "jaxbayes"))
+
+
+class PeerEnv(NamedTuple):
+    """A virtual environment for a peer whose dependencies clash with ours (e.g. neural-tangents needs
+    jax <= 0.5.3). Scripts run there as ``python script.py in.npz out.npz``."""
+
+    name: str
+    python: Path
+
+    def run(self, script: str | Path, inputs: dict[str, np.ndarray], *, timeout: float = 1800) -> dict:
+        """Run ``script`` on ``inputs`` in this environment and return the arrays it saved."""
+        with tempfile.TemporaryDirectory() as tmp:
+            src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+            np.savez(src, **inputs)
+            env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "XLA_FLAGS"}}
+            proc = subprocess.run([str(self.python), str(script), str(src), str(dst)], capture_output=True,
+                                  text=True, timeout=timeout, env=env)
+            if proc.returncode:
+                raise RuntimeError(f"peer {self.name} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+            with np.load(dst) as data:
+                return {k: data[k] for k in data.files}
+
+
+def peer_env(name: str, requirements: Sequence[str], *, python: str | None = None) -> PeerEnv:
+    """Create (once, cached by the requirement list) and return a peer's virtual environment.
+
+    Args:
+      name: a label for the environment folder.
+      requirements: pip requirement strings, e.g. ``["jax[cpu]==0.5.3", "neural-tangents==0.6.5"]``.
+      python: the interpreter to build it from (default: the running one).
+    """
+    digest = hashlib.sha1("\n".join(requirements).encode()).hexdigest()[:10]
+    root = cache_dir() / "peers" / f"{name}-{digest}"
+    exe = root / "bin" / "python"
+    marker = root / ".complete"
+    if not marker.exists():
+        subprocess.run([python or sys.executable, "-m", "venv", "--clear", str(root)], check=True)
+        proc = subprocess.run([str(exe), "-m", "pip", "install", "-q", *requirements], capture_output=True,
+                              text=True)
+        if proc.returncode:
+            raise RuntimeError(f"could not create the {name} peer environment:\n{proc.stderr[-4000:]}")
+        marker.write_text("\n".join(requirements))
+    return PeerEnv(name, exe)

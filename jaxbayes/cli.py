@@ -1,0 +1,150 @@
+"""The ``jaxbayes`` command: ``info``, ``demo``, ``bench`` and ``run JOB.toml``.
+
+Bad input (unknown subcommand or pillar, missing file) prints one line on stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+
+from jaxbayes._registry import PILLARS
+
+CORE = ("jax", "jaxlib", "flax", "optax", "distrax", "ott-jax", "chex", "orbax-checkpoint", "diffrax", "numpy")
+
+
+class UsageError(Exception):
+    """A one-line complaint about the command line; exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, no usage dump
+        raise UsageError(message)
+
+
+def _info(_: argparse.Namespace) -> int:
+    import jax
+
+    import jaxbayes
+
+    devices = jax.devices()
+    print(f"jaxbayes {jaxbayes.__version__}")
+    print(f"backend: {jax.default_backend()}")
+    print(f"devices: {len(devices)} ({devices[0].device_kind}); local devices: {jax.local_device_count()}")
+    print(f"processes: {jax.process_count()} (this is process {jax.process_index()})")
+    for dist in CORE:
+        try:
+            print(f"{dist}: {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            print(f"{dist}: not installed")
+    return 0
+
+
+def _check_pillars(names: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+    for name in names or ():
+        if name not in available:
+            raise UsageError(f"unknown pillar {name!r}; available: {', '.join(available) or 'none'}")
+    return list(names) if names else list(available)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from jaxbayes._registry import demos
+
+    registry = demos()
+    selected = _check_pillars(args.only, list(registry))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    index = ["# jaxbayes demo report", "", f"Mode: {'quick' if args.quick else 'full'}.", ""]
+    for name in selected:
+        demo = registry[name]
+        print(f"[demo] {name}: {demo.description}", file=sys.stderr, flush=True)
+        folder = out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        metrics = demo.fn(folder, quick=args.quick)
+        elapsed = time.perf_counter() - start
+        metrics = {**metrics, "wall_s": round(elapsed, 2)}
+        (folder / "summary.json").write_text(json.dumps(metrics, indent=2, default=float))
+        print(f"[demo] {name} done in {elapsed:.0f} s", file=sys.stderr, flush=True)
+        index += [f"## {name}", "", demo.description, "", f"[summary.json]({name}/summary.json)", ""]
+        index += [f"- {k}: {v}" for k, v in metrics.items() if not isinstance(v, list | dict)] + [""]
+        index += [f"![{fig}]({name}/{fig})" for fig in metrics.get("figures", [])] + [""]
+    (out / "index.md").write_text("\n".join(index))
+    print(f"report: {out / 'index.md'}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from jaxbayes._registry import benchmarks_dir
+
+    folder = benchmarks_dir()
+    if folder is None:
+        raise UsageError("the benchmark suite lives in the source checkout: run `jaxbayes bench` from its root")
+    sys.path.insert(0, str(folder.parent))
+    from benchmarks.run import available, run_suite
+
+    selected = _check_pillars(args.only, available())
+    summary = run_suite(args.out, only=selected, quick=args.quick)
+    print(summary.read_text())
+    print(f"results: {summary}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    job = Path(args.job)
+    if not job.is_file():
+        raise UsageError(f"job file not found: {job}")
+    from jaxbayes._registry import job_kinds
+
+    if not job_kinds():
+        raise UsageError("no pod-job kinds are installed in this version of jaxbayes yet")
+    from jaxbayes.jobs import run_job_file
+
+    return run_job_file(job, resume=args.resume)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="jaxbayes", description="Scalable Bayesian and generative inference in JAX.")
+    parser.add_argument("--cpu-devices", type=int, metavar="N",
+                        help="simulate N CPU devices (sets jax_num_cpu_devices before JAX starts)")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                metavar="{info,demo,bench,run}")
+    sub.add_parser("info", help="JAX version, backend, devices, processes, dependency versions")
+    demo = sub.add_parser("demo", help="run every pillar demo and write a report folder")
+    demo.add_argument("--out", default="jaxbayes-report", help="report folder (default: jaxbayes-report)")
+    demo.add_argument("--quick", action="store_true", help="small settings (about a minute per pillar)")
+    demo.add_argument("--only", nargs="+", metavar="PILLAR", help=f"pillars to run ({', '.join(PILLARS)})")
+    bench = sub.add_parser("bench", help="run the benchmark suite against the peers")
+    bench.add_argument("--out", default="bench-results", help="results folder (default: bench-results)")
+    bench.add_argument("--quick", action="store_true", help="small sizes")
+    bench.add_argument("--only", nargs="+", metavar="PILLAR", help=f"pillars to run ({', '.join(PILLARS)})")
+    run = sub.add_parser("run", help="run a pod job described by a TOML file on every host")
+    run.add_argument("job", help="path of the job's TOML file")
+    run.add_argument("--resume", action="store_true", help="continue from the last valid checkpoint")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``jaxbayes`` script; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        if args.cpu_devices is not None:
+            if args.cpu_devices < 1:
+                raise UsageError(f"--cpu-devices must be >= 1, got {args.cpu_devices}")
+            import jax
+
+            jax.config.update("jax_num_cpu_devices", args.cpu_devices)
+        handler = {"info": _info, "demo": _demo, "bench": _bench, "run": _run}[args.command]
+        return handler(args)
+    except UsageError as err:
+        print(f"jaxbayes: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

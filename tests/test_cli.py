@@ -1,0 +1,49 @@
+"""The jaxbayes command: info, demo and bench selection, and one-line errors with exit code 2."""
+
+import subprocess
+import sys
+
+import pytest
+
+from jaxbayes import cli
+from jaxbayes._registry import demos
+
+
+def test_info_reports_simulated_devices():
+    proc = subprocess.run([sys.executable, "-m", "jaxbayes.cli", "--cpu-devices", "8", "info"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "devices: 8 (cpu)" in proc.stdout and "processes: 1" in proc.stdout
+    assert "ott-jax:" in proc.stdout
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["frobnicate"], "invalid choice"),
+    ([], "required"),
+    (["run", "no/such/job.toml"], "job file not found"),
+    (["demo", "--only", "nope"], "unknown pillar 'nope'"),
+    (["bench", "--only", "nope"], "unknown pillar 'nope'"),
+    (["--cpu-devices", "0", "info"], "--cpu-devices must be >= 1"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("jaxbayes: error:") and message in err
+
+
+def test_demo_writes_report_for_registered_demo(tmp_path, monkeypatch):
+    from jaxbayes import _plotting, _registry
+
+    def tiny(outdir, *, quick=False):
+        fig, ax = _plotting.figure()
+        ax[0][0].plot([0, 1], [1, 0])
+        return {"value": 1.5, "quick": quick, "figures": [_plotting.save(fig, outdir / "line.png")]}
+
+    monkeypatch.setattr(_registry, "_EXTRA_DEMOS", {})
+    _registry.register_demo("tiny", tiny, "a tiny demo")
+    assert "tiny" in demos()
+    assert cli.main(["demo", "--quick", "--only", "tiny", "--out", str(tmp_path)]) == 0
+    index = (tmp_path / "index.md").read_text()
+    assert "![line.png](tiny/line.png)" in index and "- value: 1.5" in index
+    assert (tmp_path / "tiny" / "line.png").stat().st_size > 1000
+    assert '"quick": true' in (tmp_path / "tiny" / "summary.json").read_text()

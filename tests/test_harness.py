@@ -1,0 +1,52 @@
+"""benchmarks.harness: timing protocol, ratio table, JSON records and the peer-environment protocol."""
+
+import json
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from benchmarks import harness
+
+
+def test_time_fn_calls_and_blocks():
+    calls = []
+
+    def f(x):
+        calls.append(1)
+        return jnp.sin(x)
+
+    timing, out = harness.time_fn(f, jnp.ones(3), repeats=4, warmup=2)
+    assert len(calls) == 6 and timing.repeats == 4
+    assert 0 <= timing.min_s <= timing.median_s <= timing.max_s
+    np.testing.assert_allclose(out, np.sin(1.0))
+    with pytest.raises(ValueError, match="repeats"):
+        harness.time_fn(f, 1.0, repeats=0)
+
+
+def test_markdown_ratio_is_peer_over_reference(tmp_path):
+    t = harness.Timing(0.0, 2.0, 1.9, 2.1, 3)
+    slow = harness.Timing(0.0, 5.0, 5.0, 5.0, 3)
+    rows = [harness.record("sinkhorn", "n=1k", "jaxbayes", t, iters=10),
+            harness.record("sinkhorn", "n=1k", "POT", slow, iters=12)]
+    table = harness.markdown_table(rows)
+    assert "| sinkhorn | n=1k | POT | 5 | 2.50x | 12 |" in table
+    assert "| sinkhorn | n=1k | jaxbayes | 2 | 1.00x | 10 |" in table
+    path = harness.save_results(tmp_path / "r.json", rows, pillar="ot")
+    payload = json.loads(path.read_text())
+    assert payload["pillar"] == "ot" and payload["records"][1]["time_s"] == 5.0
+    assert "jax" in payload["machine"]["versions"]
+
+
+def test_peer_protocol_round_trips_arrays(tmp_path):
+    script = tmp_path / "double.py"
+    script.write_text("import sys, numpy as np\nd = np.load(sys.argv[1])\nnp.savez(sys.argv[2], y=2 * d['x'])\n")
+    peer = harness.PeerEnv("self", Path(sys.executable))
+    out = peer.run(script, {"x": np.arange(3.0)})
+    np.testing.assert_array_equal(out["y"], [0.0, 2.0, 4.0])
+    bad = tmp_path / "bad.py"
+    bad.write_text("raise SystemExit('peer broke')\n")
+    with pytest.raises(RuntimeError, match="peer broke"):
+        peer.run(bad, {"x": np.zeros(1)})
