@@ -1,3 +1,67 @@
-"""jaxbayes.sde (public names are re-exported here from private modules)."""
+"""jaxbayes.sde: score-based SDEs, samplers, exact likelihoods, training and conditional sampling.
 
-__all__: list[str] = []
+Every sampler draws one sample per key and takes a per-point ``score_fn(x, t)``; batch with
+:func:`sample_batch` (per-sample keys, identical results for any batch size and device count).
+"""
+
+from jaxbayes.sde import analytic as analytic
+from jaxbayes.sde._edm import Precond as Precond
+from jaxbayes.sde._edm import edm_denoiser as edm_denoiser
+from jaxbayes.sde._edm import edm_precond as edm_precond
+from jaxbayes.sde._edm import edm_sampler as edm_sampler
+from jaxbayes.sde._edm import karras_sigmas as karras_sigmas
+from jaxbayes.sde._param import convert_fn as convert_fn
+from jaxbayes.sde._param import denoiser_from_score as denoiser_from_score
+from jaxbayes.sde._param import from_score as from_score
+from jaxbayes.sde._param import score_from_denoiser as score_from_denoiser
+from jaxbayes.sde._param import to_score as to_score
+from jaxbayes.sde._pfgm import PFGMpp as PFGMpp
+from jaxbayes.sde._samplers import SamplerOutput as SamplerOutput
+from jaxbayes.sde._samplers import ddim_sampler as ddim_sampler
+from jaxbayes.sde._samplers import dpm_solver_pp_2m as dpm_solver_pp_2m
+from jaxbayes.sde._samplers import logsnr_grid as logsnr_grid
+from jaxbayes.sde._samplers import ode_sampler as ode_sampler
+from jaxbayes.sde._samplers import pc_sampler as pc_sampler
+from jaxbayes.sde._samplers import sample_batch as sample_batch
+from jaxbayes.sde._samplers import tweedie_denoise as tweedie_denoise
+from jaxbayes.sde._sdes import VESDE as VESDE
+from jaxbayes.sde._sdes import VPSDE as VPSDE
+from jaxbayes.sde._sdes import SubVPSDE as SubVPSDE
+from jaxbayes.sde._sdes import get_sde as get_sde
+from jaxbayes.sde.analytic import gaussian_logpdf as gaussian_logpdf
+from jaxbayes.sde.analytic import gaussian_score as gaussian_score
+from jaxbayes.sde.analytic import gmm_denoiser as gmm_denoiser
+from jaxbayes.sde.analytic import gmm_logpdf as gmm_logpdf
+from jaxbayes.sde.analytic import gmm_score as gmm_score
+
+__all__ = [
+    "PFGMpp",
+    "Precond",
+    "SamplerOutput",
+    "SubVPSDE",
+    "VESDE",
+    "VPSDE",
+    "analytic",
+    "convert_fn",
+    "ddim_sampler",
+    "denoiser_from_score",
+    "dpm_solver_pp_2m",
+    "edm_denoiser",
+    "edm_precond",
+    "edm_sampler",
+    "from_score",
+    "gaussian_logpdf",
+    "gaussian_score",
+    "gmm_denoiser",
+    "gmm_logpdf",
+    "gmm_score",
+    "get_sde",
+    "karras_sigmas",
+    "logsnr_grid",
+    "ode_sampler",
+    "pc_sampler",
+    "sample_batch",
+    "score_from_denoiser",
+    "to_score",
+    "tweedie_denoise",
+]
