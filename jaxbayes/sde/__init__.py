@@ -5,11 +5,25 @@ Every sampler draws one sample per key and takes a per-point ``score_fn(x, t)``;
 """
 
 from jaxbayes.sde import analytic as analytic
+from jaxbayes.sde import nets as nets
 from jaxbayes.sde._edm import Precond as Precond
 from jaxbayes.sde._edm import edm_denoiser as edm_denoiser
 from jaxbayes.sde._edm import edm_precond as edm_precond
 from jaxbayes.sde._edm import edm_sampler as edm_sampler
 from jaxbayes.sde._edm import karras_sigmas as karras_sigmas
+from jaxbayes.sde._likelihood import LikelihoodOutput as LikelihoodOutput
+from jaxbayes.sde._likelihood import bits_per_dim as bits_per_dim
+from jaxbayes.sde._likelihood import decode as decode
+from jaxbayes.sde._likelihood import encode as encode
+from jaxbayes.sde._likelihood import log_likelihood as log_likelihood
+from jaxbayes.sde._losses import Trainer as Trainer
+from jaxbayes.sde._losses import TrainInfo as TrainInfo
+from jaxbayes.sde._losses import TrainState as TrainState
+from jaxbayes.sde._losses import ddpm_loss as ddpm_loss
+from jaxbayes.sde._losses import dsm_loss as dsm_loss
+from jaxbayes.sde._losses import edm_loss as edm_loss
+from jaxbayes.sde._losses import score_trainer as score_trainer
+from jaxbayes.sde._losses import smld_loss as smld_loss
 from jaxbayes.sde._param import convert_fn as convert_fn
 from jaxbayes.sde._param import denoiser_from_score as denoiser_from_score
 from jaxbayes.sde._param import from_score as from_score
@@ -35,6 +49,20 @@ from jaxbayes.sde.analytic import gmm_logpdf as gmm_logpdf
 from jaxbayes.sde.analytic import gmm_score as gmm_score
 
 __all__ = [
+    "TrainInfo",
+    "TrainState",
+    "Trainer",
+    "ddpm_loss",
+    "dsm_loss",
+    "edm_loss",
+    "score_trainer",
+    "smld_loss",
+    "nets",
+    "LikelihoodOutput",
+    "bits_per_dim",
+    "decode",
+    "encode",
+    "log_likelihood",
     "PFGMpp",
     "Precond",
     "SamplerOutput",
