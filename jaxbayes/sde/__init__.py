@@ -6,11 +6,20 @@ Every sampler draws one sample per key and takes a per-point ``score_fn(x, t)``;
 
 from jaxbayes.sde import analytic as analytic
 from jaxbayes.sde import nets as nets
+from jaxbayes.sde._conditional import classifier_guidance as classifier_guidance
+from jaxbayes.sde._conditional import color_transform as color_transform
+from jaxbayes.sde._conditional import colorize as colorize
+from jaxbayes.sde._conditional import dps_sampler as dps_sampler
+from jaxbayes.sde._conditional import inpaint as inpaint
 from jaxbayes.sde._edm import Precond as Precond
 from jaxbayes.sde._edm import edm_denoiser as edm_denoiser
 from jaxbayes.sde._edm import edm_precond as edm_precond
 from jaxbayes.sde._edm import edm_sampler as edm_sampler
 from jaxbayes.sde._edm import karras_sigmas as karras_sigmas
+from jaxbayes.sde._interpolants import Interpolant as Interpolant
+from jaxbayes.sde._interpolants import gaussian_velocity as gaussian_velocity
+from jaxbayes.sde._interpolants import interpolant_loss as interpolant_loss
+from jaxbayes.sde._interpolants import interpolant_sampler as interpolant_sampler
 from jaxbayes.sde._likelihood import LikelihoodOutput as LikelihoodOutput
 from jaxbayes.sde._likelihood import bits_per_dim as bits_per_dim
 from jaxbayes.sde._likelihood import decode as decode
@@ -49,47 +58,56 @@ from jaxbayes.sde.analytic import gmm_logpdf as gmm_logpdf
 from jaxbayes.sde.analytic import gmm_score as gmm_score
 
 __all__ = [
-    "TrainInfo",
-    "TrainState",
-    "Trainer",
-    "ddpm_loss",
-    "dsm_loss",
-    "edm_loss",
-    "score_trainer",
-    "smld_loss",
-    "nets",
+    "Interpolant",
     "LikelihoodOutput",
-    "bits_per_dim",
-    "decode",
-    "encode",
-    "log_likelihood",
     "PFGMpp",
     "Precond",
     "SamplerOutput",
     "SubVPSDE",
+    "TrainInfo",
+    "TrainState",
+    "Trainer",
     "VESDE",
     "VPSDE",
     "analytic",
+    "bits_per_dim",
+    "classifier_guidance",
+    "color_transform",
+    "colorize",
     "convert_fn",
     "ddim_sampler",
+    "ddpm_loss",
+    "decode",
     "denoiser_from_score",
     "dpm_solver_pp_2m",
+    "dps_sampler",
+    "dsm_loss",
     "edm_denoiser",
+    "edm_loss",
     "edm_precond",
     "edm_sampler",
+    "encode",
     "from_score",
     "gaussian_logpdf",
     "gaussian_score",
+    "gaussian_velocity",
+    "get_sde",
     "gmm_denoiser",
     "gmm_logpdf",
     "gmm_score",
-    "get_sde",
+    "inpaint",
+    "interpolant_loss",
+    "interpolant_sampler",
     "karras_sigmas",
+    "log_likelihood",
     "logsnr_grid",
+    "nets",
     "ode_sampler",
     "pc_sampler",
     "sample_batch",
     "score_from_denoiser",
+    "score_trainer",
+    "smld_loss",
     "to_score",
     "tweedie_denoise",
 ]

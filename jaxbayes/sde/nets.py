@@ -36,8 +36,8 @@ class ScoreMLP(nn.Module):
     Example:
       >>> import jax
       >>> model = ScoreMLP(hidden=(16, 16))
-      >>> params = model.init(jax.random.key(0), jnp.zeros(3), 0.5)
-      >>> model.apply(params, jnp.ones((5, 3)), jnp.ones(5)).shape
+      >>> params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros(3), 0.5)
+      >>> jax.eval_shape(model.apply, params, jnp.ones((5, 3)), jnp.ones(5)).shape
       (5, 3)
     """
 
@@ -79,8 +79,8 @@ class SmallUNet(nn.Module):
     Example:
       >>> import jax
       >>> model = SmallUNet(channels=(8, 16, 16))
-      >>> params = model.init(jax.random.key(0), jnp.zeros((8, 8, 1)), 0.5)
-      >>> model.apply(params, jnp.ones((2, 8, 8, 1)), jnp.ones(2)).shape
+      >>> params = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((8, 8, 1)), 0.5)
+      >>> jax.eval_shape(model.apply, params, jnp.ones((2, 8, 8, 1)), jnp.ones(2)).shape
       (2, 8, 8, 1)
     """
 
