@@ -1,0 +1,286 @@
+"""Gaussian families, objectives and VI algorithms against the conjugate linear-regression oracle (diabetes)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.stats
+
+from jaxbayes import datasets, vi
+from jaxbayes.parallel import shard_batch
+
+NOISE_VAR = 0.5
+PRIOR_PREC = 1.0
+
+
+def conjugate_problem():
+    """Bayesian linear regression y = X w + e on diabetes, w ~ N(0, I / a), e ~ N(0, s2): exact posterior."""
+    ds = datasets.load("diabetes")
+    x = np.concatenate([ds.x_train, np.ones((len(ds.x_train), 1), np.float32)], 1).astype(np.float64)
+    y = ds.y_train.astype(np.float64)
+    lam = PRIOR_PREC * np.eye(x.shape[1]) + x.T @ x / NOISE_VAR
+    sigma = np.linalg.inv(lam)
+    mu = sigma @ x.T @ y / NOISE_VAR
+    evidence_cov = NOISE_VAR * np.eye(len(y)) + x @ x.T / PRIOR_PREC
+    log_z = scipy.stats.multivariate_normal(np.zeros(len(y)), evidence_cov).logpdf(y)
+    return x, y, lam, sigma, mu, log_z
+
+
+def log_joint(x, y):
+    # Normalised log joint (so the ELBO is a bound on the normalised log evidence).
+    n, d = x.shape
+
+    def logp(w):
+        r = y - x @ w
+        return (-0.5 * jnp.sum(r**2) / NOISE_VAR - 0.5 * n * jnp.log(2 * jnp.pi * NOISE_VAR)
+                - 0.5 * PRIOR_PREC * jnp.sum(w**2) - 0.5 * d * jnp.log(2 * jnp.pi / PRIOR_PREC))
+
+    return logp
+
+
+def exact_fullrank(mu, sigma):
+    chol = np.linalg.cholesky(sigma)
+    return vi.FullRank(jnp.asarray(mu), jnp.log(jnp.diag(chol)), jnp.asarray(np.tril(chol, -1)))
+
+
+def meanfield_optimum(mu, lam):
+    return vi.MeanField(jnp.asarray(mu), -0.5 * jnp.log(jnp.diag(jnp.asarray(lam))))
+
+
+@pytest.mark.parametrize("family", ["meanfield", "lowrank", "fullrank"])
+def test_family_density_entropy_kl_match_scipy(x64, key, family):
+    pos = {"a": jnp.array([0.3, -1.0]), "b": jnp.array([[0.5, 0.1], [2.0, -0.4]])}
+    if family == "meanfield":
+        q = vi.meanfield_init(pos, init_scale=0.7)
+        q = q._replace(log_scale=jax.tree.map(lambda s: s + 0.1 * jnp.arange(s.size).reshape(s.shape), q.log_scale))
+    elif family == "lowrank":
+        q = vi.lowrank_init(key, pos, rank=2, init_scale=0.5, factor_scale=0.4)
+    else:
+        q = vi.fullrank_init(pos, init_scale=0.6)
+        q = q._replace(lower=0.3 * jax.random.normal(key, q.lower.shape))
+    mean, cov = np.asarray(q.flat_mean()), np.asarray(q.covariance())
+    ref = scipy.stats.multivariate_normal(mean, cov)
+    draws = q.sample(jax.random.key(1), 4)
+    flat = jax.vmap(lambda t: jax.flatten_util.ravel_pytree(t)[0])(draws)
+    np.testing.assert_allclose(jax.vmap(q.log_prob)(draws), ref.logpdf(np.asarray(flat)), rtol=1e-10)
+    np.testing.assert_allclose(q.entropy(), ref.entropy(), rtol=1e-10)
+    # closed-form KL to N(m0, s0^2 I) equals the dense formula and matches scipy-free direct algebra
+    prior_cov = 1.7**2 * np.eye(6)
+    np.testing.assert_allclose(q.kl_normal(0.2, 1.7), q.kl_mvn(0.2 * np.ones(6), prior_cov), rtol=1e-10)
+    direct = 0.5 * (np.trace(cov) / 1.7**2 + np.sum((mean - 0.2) ** 2) / 1.7**2 - 6
+                    + 6 * np.log(1.7**2) - np.linalg.slogdet(cov)[1])
+    np.testing.assert_allclose(q.kl_normal(0.2, 1.7), direct, rtol=1e-10)
+    # sample covariance (Monte Carlo, 40k draws: standard error ~ 0.5% of the scale)
+    big = jax.vmap(lambda t: jax.flatten_util.ravel_pytree(t)[0])(q.sample(key, 20_000))
+    np.testing.assert_allclose(np.cov(np.asarray(big).T), cov, atol=0.06 * np.abs(cov).max())
+
+
+def test_fullrank_vi_reaches_exact_posterior_and_elbo_equals_log_evidence(x64):
+    x, y, lam, sigma, mu, log_z = conjugate_problem()
+    alg = vi.fullrank_vi(log_joint(x, y), optax.adam(optax.cosine_decay_schedule(1e-2, 3000, 1e-3)),
+                         num_samples=4)
+    state, info = vi.fit(jax.random.key(1), alg, alg.init(jnp.zeros(x.shape[1])), 3000)
+    kl = float(state.q.kl_mvn(mu, sigma))
+    assert kl < 1e-3, kl
+    assert int(state.num_skipped) == 0 and bool(info.finite.all())
+    # ELBO = log Z - KL(q || p); at the optimum it equals the log evidence.
+    value = jax.jit(lambda q: vi.elbo(jax.random.key(2), q, log_joint(x, y), num_samples=500))(state.q)
+    assert abs(float(value) - log_z) < 2e-3, (float(value), log_z)
+    # the exact posterior itself gives ELBO == log Z for every sample (zero variance)
+    exact = exact_fullrank(mu, sigma)
+    np.testing.assert_allclose(vi.elbo(jax.random.key(3), exact, log_joint(x, y), num_samples=3), log_z, atol=1e-6)
+
+
+def test_meanfield_vi_converges_to_closed_form_meanfield_optimum(x64):
+    x, y, lam, sigma, mu, _ = conjugate_problem()
+    steps = 4000
+    alg = vi.meanfield_vi(log_joint(x, y), optax.adam(optax.cosine_decay_schedule(3e-2, steps, 1e-3)),
+                          num_samples=64)
+    state, _ = vi.fit(jax.random.key(1), alg, alg.init(jnp.zeros(x.shape[1])), steps)
+    sd = 1.0 / np.sqrt(np.diag(lam))
+    # exact means (error in posterior standard deviations; the residual is Monte-Carlo noise along the
+    # badly conditioned collinear directions, cond(Lambda) ~ 380)
+    assert np.max(np.abs(np.asarray(state.q.mean) - mu) / sd) < 0.15
+    np.testing.assert_allclose(np.exp(2 * np.asarray(state.q.log_scale)), 1 / np.diag(lam), rtol=0.03)
+    kl_opt = 0.5 * (np.sum(np.log(np.diag(lam))) - np.linalg.slogdet(lam)[1])
+    np.testing.assert_allclose(meanfield_optimum(mu, lam).kl_mvn(mu, sigma), kl_opt, rtol=1e-10)
+    assert kl_opt <= float(state.q.kl_mvn(mu, sigma)) < kl_opt + 5e-3
+
+
+def test_stl_gradient_variance_vanishes_at_optimum(x64):
+    x, y, lam, sigma, mu, _ = conjugate_problem()
+    exact = exact_fullrank(mu, sigma)
+    logp = log_joint(x, y)
+
+    def grads(stl):
+        g = jax.jit(jax.vmap(lambda k: jax.grad(lambda q: vi.elbo(k, q, logp, stl=stl))(exact)))(
+            jax.random.split(jax.random.key(0), 64))
+        return np.concatenate([np.asarray(v).reshape(64, -1) for v in jax.tree.leaves(g)], 1)
+
+    var_stl = grads(True).var(0).max()
+    var_plain = grads(False).var(0).max()
+    assert var_stl < 1e-12, var_stl
+    assert var_plain > 1e-2, var_plain
+
+
+def test_renyi_bound_between_elbo_and_log_evidence(x64):
+    x, y, lam, sigma, mu, log_z = conjugate_problem()
+    q = meanfield_optimum(mu, lam)
+    logp = log_joint(x, y)
+    keys = jax.random.split(jax.random.key(0), 200)
+    single = np.asarray(jax.jit(jax.vmap(lambda k: vi.elbo(k, q, logp, num_samples=1, stl=False)))(keys))
+    kl_opt = 0.5 * (np.sum(np.log(np.diag(lam))) - np.linalg.slogdet(lam)[1])
+    # Monte-Carlo estimate of the exact mean-field ELBO log Z - KL, within 4 standard errors
+    assert abs(single.mean() - (log_z - kl_opt)) < 4 * single.std() / np.sqrt(len(single))
+    renyi = jax.jit(jax.vmap(lambda k, a: vi.elbo(k, q, logp, num_samples=500, objective="renyi", alpha=a),
+                             in_axes=(0, None)))
+    iw, half = jnp.mean(renyi(keys[:20], 0.0)), jnp.mean(renyi(keys[:20], 0.5))
+    assert log_z - kl_opt < float(half) < float(iw) < log_z
+    # at the exact posterior every bound equals log Z
+    np.testing.assert_allclose(vi.elbo(keys[0], exact_fullrank(mu, sigma), logp, num_samples=5,
+                                       objective="renyi", alpha=0.3), log_z, atol=1e-6)
+
+
+def test_minibatch_scaling_kl_weight_temperature_and_warmup(x64, key):
+    x, y, *_ = conjugate_problem()
+    n = len(y)
+
+    def loglik(w, batch):
+        bx, by = batch
+        return -0.5 * (by - bx @ w) ** 2 / NOISE_VAR
+
+    q = vi.meanfield_init(jnp.zeros(x.shape[1]), init_scale=0.05)
+    prior = vi.GaussianPrior(0.0, 1.0 / np.sqrt(PRIOR_PREC))
+    batch = (x[:32], y[:32])
+    terms = vi.objective_terms(key, q, loglik, batch, prior=prior, num_data=n, kl_weight=0.3, temperature=2.0)
+    theta = q.sample(key, 1)[0]
+    np.testing.assert_allclose(terms.expected_loglik, n / 32 * np.sum(loglik(theta, batch)), rtol=1e-12)
+    np.testing.assert_allclose(terms.kl, q.kl_normal(0.0, 1.0), rtol=1e-12)
+    np.testing.assert_allclose(terms.value, terms.expected_loglik / 2.0 - 0.3 * terms.kl, rtol=1e-12)
+    alg = vi.meanfield_vi(loglik, optax.adam(1e-3), prior=prior, num_data=n, kl_weight=0.5, warmup_steps=4)
+    _, info = vi.fit(key, alg, alg.init(jnp.zeros(x.shape[1])), 6, data=(x, y), batch_size=16)
+    np.testing.assert_allclose(info.kl_weight, [0.125, 0.25, 0.375, 0.5, 0.5, 0.5])
+
+
+def test_lowrank_vi_improves_on_meanfield(x64):
+    x, y, lam, sigma, mu, _ = conjugate_problem()
+    sched = optax.cosine_decay_schedule(2e-2, 1500, 1e-3)
+    alg = vi.lowrank_vi(log_joint(x, y), optax.adam(sched), rank=4, num_samples=8)
+    state, _ = vi.fit(jax.random.key(0), alg, alg.init(jnp.zeros(x.shape[1]), key=jax.random.key(5)), 1500)
+    kl_opt_mf = 0.5 * (np.sum(np.log(np.diag(lam))) - np.linalg.slogdet(lam)[1])
+    assert float(state.q.kl_mvn(mu, sigma)) < 0.5 * kl_opt_mf
+
+
+def _nan_logdensity(theta, scale):
+    return -0.5 * jnp.sum(theta**2) * scale
+
+
+def test_nan_skip_and_raise_report_step():
+    batches = jnp.array([1.0, 1.0, 1.0, jnp.nan, 1.0])
+    alg = vi.meanfield_vi(_nan_logdensity, optax.adam(1e-1))
+    state = alg.init(jnp.ones(3), batch=1.0)
+    step = jax.jit(alg.step)
+    for t, b in enumerate(batches):
+        before = state.q
+        state, info = step(jax.random.key(t), state, b)
+        if t == 3:
+            assert not bool(info.finite)
+            assert all(jnp.array_equal(a, c) for a, c in zip(jax.tree.leaves(before), jax.tree.leaves(state.q),
+                                                             strict=True))
+    assert int(state.num_skipped) == 1 and int(state.nonfinite_step) == 3
+    assert all(bool(jnp.isfinite(v).all()) for v in jax.tree.leaves(state.q))
+
+    strict = vi.meanfield_vi(_nan_logdensity, optax.adam(1e-1), nan_policy="raise")
+    state = strict.init(jnp.ones(3), batch=1.0)
+    for t in range(3):
+        state, _ = strict.step(jax.random.key(t), state, 1.0)
+    with pytest.raises(FloatingPointError, match="step 3"):
+        strict.step(jax.random.key(3), state, jnp.nan)
+    # under jit the state freezes and fit/raise_if_nonfinite report the step
+    jstep = jax.jit(strict.step)
+    state = strict.init(jnp.ones(3), batch=1.0)
+    for t, b in enumerate(batches):
+        state, _ = jstep(jax.random.key(t), state, b)
+    with pytest.raises(FloatingPointError, match="step 3"):
+        vi.raise_if_nonfinite(state)
+    with pytest.raises(FloatingPointError, match="step 0"):
+        vi.fit(jax.random.key(0), strict, strict.init(jnp.ones(3), batch=1.0), 3, data=jnp.nan)
+
+
+def test_bad_inputs_raise_clear_errors(key):
+    logp = lambda w: jnp.where(w[0] > 0, -0.5 * jnp.sum(w**2), -jnp.inf)
+    alg = vi.meanfield_vi(logp, optax.adam(1e-2))
+    with pytest.raises(ValueError, match="not finite at the initial position"):
+        alg.init(-jnp.ones(2))
+    state = alg.init(jnp.ones(2))
+    changed = state._replace(q=vi.meanfield_init({"w": jnp.ones(2)}))
+    with pytest.raises(ValueError, match="structure changed"):
+        alg.step(key, changed)
+    loglik = lambda w, b: -0.5 * (b - w[0]) ** 2
+    mb = vi.meanfield_vi(loglik, optax.adam(1e-2), num_data=4)
+    with pytest.raises(ValueError, match="larger than num_data"):
+        mb.step(key, mb.init(jnp.ones(2)), jnp.ones(8))
+    with pytest.raises(ValueError, match="larger than the data set"):
+        vi.fit(key, mb, mb.init(jnp.ones(2)), 2, data=jnp.ones(4), batch_size=5)
+    with pytest.raises(ValueError, match="family"):
+        vi.gaussian_vi(logp, optax.adam(1e-2), family="diagonal")
+    with pytest.raises(ValueError, match="alpha"):
+        vi.gaussian_vi(logp, optax.adam(1e-2), objective="renyi", alpha=1.0)
+    with pytest.raises(ValueError, match="init_scale"):
+        vi.meanfield_init(jnp.ones(2), init_scale=0.0)
+    with pytest.raises(ValueError, match="scalar"):
+        vi.meanfield_vi(lambda w: w, optax.adam(1e-2)).init(jnp.ones(2))
+
+
+def test_jit_vmap_grad_and_eager_agree(key):
+    logp = lambda w: -0.5 * jnp.sum((w - 1.0) ** 2)
+    alg = vi.fullrank_vi(logp, optax.adam(1e-2), num_samples=3)
+    state = alg.init(jnp.zeros(3))
+    eager, _ = alg.step(key, state)
+    jitted, _ = jax.jit(alg.step)(key, state)
+    for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    keys = jax.random.split(key, 4)
+    batched, infos = jax.vmap(alg.step, in_axes=(0, None))(keys, state)
+    for i in range(4):
+        single, info = alg.step(keys[i], state)
+        np.testing.assert_allclose(batched.q.mean[i], single.q.mean, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(infos.objective[i], info.objective, rtol=1e-6)
+    # grad of the ELBO with respect to a hyper-parameter (temperature) is finite and matches finite differences
+    q = state.q
+    f = lambda t: vi.elbo(key, q, logp, num_samples=8, temperature=t)
+    g = jax.grad(f)(1.5)
+    np.testing.assert_allclose(g, (f(1.5 + 1e-2) - f(1.5 - 1e-2)) / 2e-2, rtol=1e-2)
+
+
+def test_data_parallel_elbo_gradient_on_8_devices_equals_single_device(mesh8, key):
+    x, y, *_ = conjugate_problem()
+    x, y = x[:320].astype(np.float32), y[:320].astype(np.float32)
+
+    def loglik(w, batch):
+        bx, by = batch
+        return -0.5 * (by - bx @ w) ** 2 / NOISE_VAR
+
+    q = vi.meanfield_init(jnp.zeros(x.shape[1]), init_scale=0.1)
+    opts = dict(prior=vi.GaussianPrior(0.0, 1.0), num_data=1000, num_samples=4)
+    grad_fn = jax.jit(jax.grad(lambda q, b: vi.elbo(key, q, loglik, b, **opts)))
+    single = grad_fn(q, (jnp.asarray(x), jnp.asarray(y)))
+    sharded_batch = shard_batch((jnp.asarray(x), jnp.asarray(y)), mesh8)
+    assert len(sharded_batch[0].sharding.device_set) == 8
+    multi = grad_fn(q, sharded_batch)
+    for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(multi), strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=1e-3)
+
+
+def test_pmap_step_matches_per_device_step(key):
+    logp = lambda w: -0.5 * jnp.sum((w - 2.0) ** 2)
+    alg = vi.meanfield_vi(logp, optax.adam(1e-2), num_samples=2)
+    state = alg.init(jnp.zeros(2))
+    n = jax.local_device_count()
+    keys = jax.random.split(key, n)
+    stacked = jax.tree.map(lambda v: jnp.broadcast_to(v, (n, *jnp.shape(v))), state)
+    out, _ = jax.pmap(alg.step)(keys, stacked)
+    for i in range(n):
+        ref, _ = alg.step(keys[i], state)
+        np.testing.assert_allclose(out.q.mean[i], ref.q.mean, rtol=1e-6, atol=1e-7)
