@@ -7,7 +7,7 @@ By convention a pillar ``jaxbayes/<pillar>/`` provides
 * ``_jobs.py`` with ``JOB_KINDS: dict[str, JobKind]`` (see :mod:`jaxbayes.jobs`);
 
 and the source tree provides ``benchmarks/bench_<pillar>.py`` with ``run(outdir, *, quick) -> list[dict]``.
-Third-party code can add more with :func:`register_demo`.
+Third-party code can add more with :func:`register_demo` and :func:`register_job_kind`.
 """
 
 from __future__ import annotations
@@ -34,11 +34,17 @@ class Demo:
 
 
 _EXTRA_DEMOS: dict[str, Demo] = {}
+_EXTRA_JOB_KINDS: dict[str, Any] = {}
 
 
 def register_demo(name: str, fn: DemoFn, description: str = "") -> None:
     """Add a demo that ``jaxbayes demo`` runs after the built-in pillar demos."""
     _EXTRA_DEMOS[name] = Demo(name, fn, description)
+
+
+def register_job_kind(kind: Any) -> None:
+    """Add a :class:`jaxbayes.jobs.JobKind` that ``jaxbayes run`` accepts."""
+    _EXTRA_JOB_KINDS[kind.name] = kind
 
 
 def _pillar_module(pillar: str, name: str):
@@ -66,7 +72,7 @@ def job_kinds() -> dict[str, Any]:
         module = _pillar_module(pillar, "_jobs")
         if module is not None:
             kinds.update(module.JOB_KINDS)
-    return kinds
+    return kinds | _EXTRA_JOB_KINDS
 
 
 def benchmarks_dir() -> Path | None:

@@ -99,13 +99,12 @@ def _run(args: argparse.Namespace) -> int:
     job = Path(args.job)
     if not job.is_file():
         raise UsageError(f"job file not found: {job}")
-    from jaxbayes._registry import job_kinds
+    from jaxbayes.jobs import JobConfigError, run_job_file
 
-    if not job_kinds():
-        raise UsageError("no pod-job kinds are installed in this version of jaxbayes yet")
-    from jaxbayes.jobs import run_job_file
-
-    return run_job_file(job, resume=args.resume)
+    try:
+        return run_job_file(job, resume=args.resume)
+    except JobConfigError as err:
+        raise UsageError(str(err)) from err
 
 
 def build_parser() -> argparse.ArgumentParser:

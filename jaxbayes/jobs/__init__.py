@@ -1,0 +1,35 @@
+"""Pod jobs: ``jaxbayes run JOB.toml`` on every host, with orbax checkpoints and ``--resume``.
+
+A job file names a ``kind`` (registered by a pillar's ``_jobs.py`` or with :func:`register_job_kind`) and
+its ``[params]``; it is validated completely before anything runs.
+"""
+
+from jaxbayes.jobs._config import Field as Field
+from jaxbayes.jobs._config import JobConfigError as JobConfigError
+from jaxbayes.jobs._config import JobSpec as JobSpec
+from jaxbayes.jobs._config import load_job as load_job
+from jaxbayes.jobs._config import non_negative as non_negative
+from jaxbayes.jobs._config import one_of as one_of
+from jaxbayes.jobs._config import positive as positive
+from jaxbayes.jobs._config import required as required
+from jaxbayes.jobs._config import validate as validate
+from jaxbayes.jobs._kind import JobContext as JobContext
+from jaxbayes.jobs._kind import JobKind as JobKind
+from jaxbayes.jobs._runner import run_job as run_job
+from jaxbayes.jobs._runner import run_job_file as run_job_file
+
+__all__ = [
+    "Field",
+    "JobConfigError",
+    "JobContext",
+    "JobKind",
+    "JobSpec",
+    "load_job",
+    "non_negative",
+    "one_of",
+    "positive",
+    "required",
+    "run_job",
+    "run_job_file",
+    "validate",
+]

@@ -1,0 +1,60 @@
+"""A small deterministic job kind for the runner's own tests: full-batch gradient descent for least
+squares, with the data split over the global mesh (each process loads its own rows)."""
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxbayes import parallel
+from jaxbayes._registry import register_job_kind
+from jaxbayes.jobs import Field, JobKind, non_negative, positive, required
+
+
+def data(seed: int, n: int, d: int = 3):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (x @ np.arange(1.0, d + 1) + 0.1 * rng.normal(size=n)).astype(np.float32)
+    return x, y
+
+
+def _init(ctx):
+    return {"w": jnp.zeros(3, jnp.float32)}
+
+
+def _step(ctx, state, i):
+    if i == ctx.params["fail_at"]:
+        raise RuntimeError(f"planned failure at step {i}")
+    time.sleep(ctx.params["sleep_s"])
+    x, y = data(0, ctx.params["n"])
+    rows = parallel.process_slice(x.shape[0])
+    gx = parallel.host_local_to_global(x[rows], ctx.mesh)
+    gy = parallel.host_local_to_global(y[rows], ctx.mesh)
+    loss = parallel.data_parallel(lambda w, a, b: (a @ w - b) ** 2, ctx.mesh, in_axes=(None, 0, 0), reduce="mean")
+    noise = 1e-3 * jax.random.normal(jax.random.fold_in(ctx.key, i), (3,))
+    grad = jax.jit(jax.grad(loss), out_shardings=parallel.replicated_sharding(ctx.mesh))(state["w"], gx, gy)
+    return {"w": state["w"] - ctx.params["lr"] * grad + noise}
+
+
+def _finish(ctx, state):
+    return {"w": np.asarray(state["w"]).tolist()}
+
+
+TOY = JobKind(
+    name="toy.least_squares",
+    description="gradient descent on a least-squares problem (runner tests)",
+    params={
+        "steps": Field(int, required(), positive, "number of steps"),
+        "lr": Field(float, 0.1, positive, "step size"),
+        "n": Field(int, 64, positive, "rows of data"),
+        "sleep_s": Field(float, 0.0, non_negative, "seconds to sleep per step (to be killed mid-run)"),
+        "fail_at": Field(int, -1, doc="raise at this step (-1: never)"),
+    },
+    num_steps=lambda p: p["steps"],
+    init=_init,
+    step=_step,
+    finish=_finish,
+)
+
+register_job_kind(TOY)

@@ -1,0 +1,118 @@
+"""jaxbayes run: validation before running, results, checkpoints, resume after a crash or SIGKILL."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tests.jobs_toy as toy
+from jaxbayes import cli
+from jaxbayes._registry import job_kinds
+from jaxbayes.jobs import JobConfigError, load_job, run_job
+from tests.multiprocess.launcher import REPO_ROOT, run_processes
+
+
+def write_job(folder: Path, params: str, extra: str = "", name: str = "job") -> Path:
+    path = folder / f"{name}.toml"
+    out = folder / f"{name}-out"
+    path.write_text(f'kind = "toy.least_squares"\noutput_dir = "{out}"\n{extra}\n[params]\n{params}\n')
+    return path
+
+
+def run_file(path: Path, resume: bool = False) -> dict:
+    spec = load_job(path, job_kinds())
+    return run_job(spec, job_kinds()[spec.kind], resume=resume)
+
+
+def test_converges_to_least_squares_solution(tmp_path):
+    result = run_file(write_job(tmp_path, "steps = 300\nlr = 0.2"))
+    x, y = toy.data(0, 64)
+    exact = np.linalg.lstsq(x, y, rcond=None)[0]
+    # the 1e-3 step noise keeps the iterate within a few 1e-3 of the minimiser
+    np.testing.assert_allclose(result["metrics"]["w"], exact, atol=1e-2)
+    written = json.loads((tmp_path / "job-out" / "result.json").read_text())
+    assert written["metrics"] == result["metrics"] and written["devices"] == 8
+
+
+@pytest.mark.parametrize("body,message", [
+    ('kind = "nope"', "job.kind: unknown kind 'nope'"),
+    ('kind = "toy.least_squares"\ncolour = 1', "job.colour: unknown key"),
+    ('kind = "toy.least_squares"\n[params]\nlr = 0.1', "params.steps: missing required key"),
+    ('kind = "toy.least_squares"\n[params]\nsteps = "ten"', "params.steps: expected int, got str"),
+    ('kind = "toy.least_squares"\n[params]\nsteps = 3\nlr = -1.0', "params.lr: must be > 0"),
+    ('kind = "toy.least_squares"\n[params]\nsteps = true', "params.steps: expected int, got bool"),
+    ('kind = "toy.least_squares"\n[params]\nsteps = 3\nbatch = 9', "params.batch: unknown key"),
+    ('kind = "toy.least_squares"\nseed = -2\n[params]\nsteps = 3', "job.seed: must be >= 0"),
+    ('kind = "toy.least_squares"\n[params]\nsteps = 3\n[distributed]\nhosts = 2', "distributed.hosts: unknown key"),
+    ("kind = ", "not valid TOML"),
+])
+def test_bad_job_files_exit_2_naming_the_key(tmp_path, capsys, body, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(body)
+    assert cli.main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not (tmp_path / "jaxbayes-runs").exists()
+
+
+def test_existing_checkpoints_need_resume(tmp_path):
+    path = write_job(tmp_path, "steps = 4", 'checkpoint_every = 2')
+    run_file(path)
+    with pytest.raises(JobConfigError, match="--resume"):
+        run_file(path)
+
+
+def test_resume_after_crash_equals_uninterrupted_run(tmp_path):
+    reference = run_file(write_job(tmp_path, "steps = 20", "checkpoint_every = 5", name="ref"))
+    crashing = write_job(tmp_path, "steps = 20\nfail_at = 12", "checkpoint_every = 5", name="crash")
+    with pytest.raises(RuntimeError, match="planned failure at step 12"):
+        run_file(crashing)
+    # an interrupted checkpoint write leaves a temporary folder that must never be restored
+    (tmp_path / "crash-out" / "checkpoints" / "15.orbax-checkpoint-tmp-99").mkdir()
+    resumed = run_file(write_job(tmp_path, "steps = 20", "checkpoint_every = 5", name="crash"), resume=True)
+    assert resumed["resumed_from"] == 10
+    assert resumed["metrics"] == reference["metrics"]
+
+
+def test_sigkill_mid_run_then_resume_gives_identical_result(tmp_path):
+    reference = run_file(write_job(tmp_path, "steps = 30", "checkpoint_every = 4", name="ref"))
+    job = write_job(tmp_path, "steps = 30\nsleep_s = 0.15", "checkpoint_every = 4", name="killed")
+    code = f"import tests.jobs_toy; from jaxbayes.cli import main; main(['--cpu-devices', '8', 'run', {str(job)!r}])"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "killed-out" / "checkpoints"
+    deadline = time.time() + 120
+    while not (checkpoints / "8").is_dir():
+        assert time.time() < deadline and proc.poll() is None, "job died before its second checkpoint"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed-out" / "result.json").exists()
+    resumed = run_file(job, resume=True)
+    assert resumed["resumed_from"] >= 8
+    assert resumed["metrics"] == reference["metrics"]
+
+
+def two_process_job(output_dir: str) -> dict:
+    """Worker (runs in each of 2 processes): the toy job on the global 2 x 4 device mesh."""
+    import tests.jobs_toy  # noqa: F401  (registers the kind)
+
+    path = Path(output_dir) / "two.toml"
+    spec = load_job(path, job_kinds())
+    result = run_job(spec, job_kinds()[spec.kind])
+    return {"w": np.asarray(result["metrics"]["w"]), "devices": np.asarray([result["devices"], result["processes"]])}
+
+
+def test_two_process_job_equals_single_process(tmp_path):
+    single = run_file(write_job(tmp_path, "steps = 10", name="one"))
+    write_job(tmp_path, "steps = 10", "checkpoint_every = 5", name="two")
+    results = run_processes("tests.test_jobs:two_process_job", output_dir=str(tmp_path))
+    for r in results:
+        np.testing.assert_array_equal(r["devices"], [8, 2])
+        np.testing.assert_allclose(r["w"], single["metrics"]["w"], rtol=1e-6, atol=1e-7)
+    assert json.loads((tmp_path / "two-out" / "result.json").read_text())["processes"] == 2
