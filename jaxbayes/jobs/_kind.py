@@ -22,6 +22,8 @@ class JobContext(NamedTuple):
       mesh: the global data mesh over every device of every process.
       output_dir: where results go; only process 0 writes files.
       is_main: ``True`` on process 0.
+      cache: a dict that lives for the whole run, where a kind keeps what it builds once (loaded data,
+        compiled step functions).
     """
 
     params: Mapping[str, Any]
@@ -29,6 +31,7 @@ class JobContext(NamedTuple):
     mesh: Mesh
     output_dir: Path
     is_main: bool
+    cache: dict
 
 
 class JobKind(NamedTuple):

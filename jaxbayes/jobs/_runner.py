@@ -54,7 +54,7 @@ def run_job(spec: JobSpec, kind: JobKind, *, resume: bool = False) -> dict[str, 
     _start_processes(spec.distributed)
     mesh = parallel.data_mesh()
     is_main = parallel.is_main_process()
-    ctx = JobContext(spec.params, jax.random.key(spec.seed), mesh, spec.output_dir, is_main)
+    ctx = JobContext(spec.params, jax.random.key(spec.seed), mesh, spec.output_dir, is_main, {})
     total = kind.num_steps(spec.params)
     manager = _checkpoint_manager(spec.output_dir / "checkpoints")
     latest = manager.latest_step()
