@@ -83,6 +83,31 @@ def _tree_all_finite(tree: PyTree) -> Array:
     return jnp.stack(leaves).all() if leaves else jnp.asarray(True)
 
 
+def guarded_update(optimizer: optax.GradientTransformation, state: VIState, grads: PyTree, value: Array,
+                   nan_policy: str) -> tuple[VIState, Array]:
+    """Apply the optimiser's update for the ascent gradient ``-grads`` only if ``value`` and ``grads`` are
+    finite (and, for ``nan_policy="raise"``, no earlier step was non-finite); record the first bad step.
+
+    ``grads`` are gradients of the *loss* (negative objective). Shared by all VI algorithms in this package.
+    """
+    finite = jnp.isfinite(value) & _tree_all_finite(grads)
+    updates, new_opt = optimizer.update(grads, state.opt_state, state.q)
+    new_q = optax.apply_updates(state.q, updates)
+    frozen = (state.nonfinite_step >= 0) if nan_policy == "raise" else jnp.asarray(False)
+    apply = finite & ~frozen
+    q = jax.tree.map(lambda a, b: jnp.where(apply, a, b), new_q, state.q)
+    opt_state = jax.tree.map(lambda a, b: jnp.where(apply, a, b), new_opt, state.opt_state)
+    first = jnp.where((state.nonfinite_step < 0) & ~finite, state.step, state.nonfinite_step)
+    new_state = state._replace(q=q, opt_state=opt_state, step=state.step + 1,
+                               num_skipped=state.num_skipped + (~finite).astype(jnp.int32),
+                               nonfinite_step=first.astype(jnp.int32))
+    if nan_policy == "raise":
+        f = concrete_value(finite)
+        if f is not None and not bool(f):
+            raise FloatingPointError(f"non-finite VI objective or gradient at step {int(state.step)}")
+    return new_state, finite
+
+
 def gaussian_vi(
     logdensity_fn: Callable,
     optimizer: optax.GradientTransformation,
@@ -193,21 +218,8 @@ def gaussian_vi(
             return -terms.value, terms
 
         (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(state.q)
-        finite = jnp.isfinite(terms.value) & _tree_all_finite(grads)
-        updates, new_opt = optimizer.update(grads, state.opt_state, state.q)
-        new_q = optax.apply_updates(state.q, updates)
-        frozen = (state.nonfinite_step >= 0) if nan_policy == "raise" else jnp.asarray(False)
-        apply = finite & ~frozen
-        q = jax.tree.map(lambda a, b: jnp.where(apply, a, b), new_q, state.q)
-        opt_state = jax.tree.map(lambda a, b: jnp.where(apply, a, b), new_opt, state.opt_state)
-        first = jnp.where((state.nonfinite_step < 0) & ~finite, state.step, state.nonfinite_step)
-        new_state = VIState(q, opt_state, state.step + 1, state.num_skipped + (~finite).astype(jnp.int32),
-                            first.astype(jnp.int32))
+        new_state, finite = guarded_update(optimizer, state, grads, terms.value, nan_policy)
         info = VIInfo(terms.value, terms.expected_loglik, terms.kl, beta, optax.tree.norm(grads), finite)
-        if nan_policy == "raise":
-            f = concrete_value(finite)
-            if f is not None and not bool(f):
-                raise FloatingPointError(f"non-finite VI objective or gradient at step {int(state.step)}")
         return new_state, info
 
     def sample(key: PRNGKey, state: VIState, num: int) -> PyTree:
