@@ -1,3 +1,77 @@
-"""jaxbayes.kernels (public names are re-exported here from private modules)."""
+"""Infinite-width kernels of deep networks (NNGP/NTK), GP and Student-t process posteriors, deep kernel machines.
 
-__all__: list[str] = []
+Layers compose in the stax style (``serial(Dense(...), ReLU(), ...)``); each carries a finite random
+network for Monte-Carlo checks and a closed-form kernel map. See the module docstrings for the maths.
+"""
+
+from jaxbayes.kernels._dkm import DKM as DKM
+from jaxbayes.kernels._dkm import DKMInfo as DKMInfo
+from jaxbayes.kernels._dkm import DKMParams as DKMParams
+from jaxbayes.kernels._dkm import DKMPrediction as DKMPrediction
+from jaxbayes.kernels._dkm import DKMState as DKMState
+from jaxbayes.kernels._dkm import dkm as dkm
+from jaxbayes.kernels._dkm import dkm_layers as dkm_layers
+from jaxbayes.kernels._gp import CGResult as CGResult
+from jaxbayes.kernels._gp import CholeskyResult as CholeskyResult
+from jaxbayes.kernels._gp import FitResult as FitResult
+from jaxbayes.kernels._gp import GPConditioned as GPConditioned
+from jaxbayes.kernels._gp import GPPosterior as GPPosterior
+from jaxbayes.kernels._gp import cg_solve as cg_solve
+from jaxbayes.kernels._gp import fit_hyperparameters as fit_hyperparameters
+from jaxbayes.kernels._gp import gp_condition as gp_condition
+from jaxbayes.kernels._gp import gp_posterior as gp_posterior
+from jaxbayes.kernels._gp import gp_predict as gp_predict
+from jaxbayes.kernels._gp import gp_predict_batched as gp_predict_batched
+from jaxbayes.kernels._gp import infinite_ensemble_posterior as infinite_ensemble_posterior
+from jaxbayes.kernels._gp import jittered_cholesky as jittered_cholesky
+from jaxbayes.kernels._gp import log_marginal_likelihood as log_marginal_likelihood
+from jaxbayes.kernels._gram import KernelMatrices as KernelMatrices
+from jaxbayes.kernels._gram import gram as gram
+from jaxbayes.kernels._layers import GELU as GELU
+from jaxbayes.kernels._layers import ABReLU as ABReLU
+from jaxbayes.kernels._layers import Abs as Abs
+from jaxbayes.kernels._layers import Conv as Conv
+from jaxbayes.kernels._layers import Cos as Cos
+from jaxbayes.kernels._layers import Dense as Dense
+from jaxbayes.kernels._layers import Erf as Erf
+from jaxbayes.kernels._layers import Exp as Exp
+from jaxbayes.kernels._layers import FanInSum as FanInSum
+from jaxbayes.kernels._layers import FanOut as FanOut
+from jaxbayes.kernels._layers import Flatten as Flatten
+from jaxbayes.kernels._layers import GlobalAvgPool as GlobalAvgPool
+from jaxbayes.kernels._layers import Identity as Identity
+from jaxbayes.kernels._layers import Kernel as Kernel
+from jaxbayes.kernels._layers import Layer as Layer
+from jaxbayes.kernels._layers import LeakyReLU as LeakyReLU
+from jaxbayes.kernels._layers import Rbf as Rbf
+from jaxbayes.kernels._layers import ReLU as ReLU
+from jaxbayes.kernels._layers import Sin as Sin
+from jaxbayes.kernels._layers import gram_kernel as gram_kernel
+from jaxbayes.kernels._layers import input_kernel as input_kernel
+from jaxbayes.kernels._layers import parallel as parallel
+from jaxbayes.kernels._layers import safe_arccos as safe_arccos
+from jaxbayes.kernels._layers import safe_sqrt as safe_sqrt
+from jaxbayes.kernels._layers import serial as serial
+from jaxbayes.kernels._monte_carlo import MonteCarloKernel as MonteCarloKernel
+from jaxbayes.kernels._monte_carlo import empirical_ntk as empirical_ntk
+from jaxbayes.kernels._monte_carlo import monte_carlo_kernel as monte_carlo_kernel
+from jaxbayes.kernels._student_t import ScaleMixturePosterior as ScaleMixturePosterior
+from jaxbayes.kernels._student_t import StudentTPosterior as StudentTPosterior
+from jaxbayes.kernels._student_t import fit_student_t as fit_student_t
+from jaxbayes.kernels._student_t import scale_mixture_posterior as scale_mixture_posterior
+from jaxbayes.kernels._student_t import student_t_log_marginal_likelihood as student_t_log_marginal_likelihood
+from jaxbayes.kernels._student_t import student_t_posterior as student_t_posterior
+from jaxbayes.kernels._student_t import student_t_predictive_logpdf as student_t_predictive_logpdf
+
+__all__ = [
+    "ABReLU", "Abs", "CGResult", "CholeskyResult", "Conv", "Cos", "DKM", "DKMInfo", "DKMParams",
+    "DKMPrediction", "DKMState", "Dense", "Erf", "Exp", "FanInSum", "FanOut", "FitResult", "Flatten",
+    "GELU", "GPConditioned", "GPPosterior", "GlobalAvgPool", "Identity", "Kernel", "KernelMatrices",
+    "Layer", "LeakyReLU", "MonteCarloKernel", "Rbf", "ReLU", "ScaleMixturePosterior", "Sin",
+    "StudentTPosterior", "cg_solve", "dkm", "dkm_layers", "empirical_ntk", "fit_hyperparameters",
+    "fit_student_t", "gp_condition", "gp_posterior", "gp_predict", "gp_predict_batched", "gram",
+    "gram_kernel", "infinite_ensemble_posterior", "input_kernel", "jittered_cholesky",
+    "log_marginal_likelihood", "monte_carlo_kernel", "parallel", "safe_arccos", "safe_sqrt",
+    "scale_mixture_posterior", "serial", "student_t_log_marginal_likelihood", "student_t_posterior",
+    "student_t_predictive_logpdf",
+]
