@@ -1,3 +1,64 @@
-"""jaxbayes.ot (public names are re-exported here from private modules)."""
+"""jaxbayes.ot: entropic (balanced, unbalanced, partial), sparsity-constrained and quadratic optimal transport.
 
-__all__: list[str] = []
+Geometries (:func:`pointcloud`, :func:`costmatrix`) hold the costs; :func:`sinkhorn` solves entropic OT
+(log-domain, dense or matrix-free, implicit gradients); :func:`sinkhorn_divergence` debiases it;
+:func:`partial_ot`, :func:`progressive_partial_ot` and :func:`pseudo_labels` transport part of the mass;
+:func:`sparse_ot` and :func:`quadratic_ot` solve sparsity-constrained / quadratically regularised OT;
+:mod:`jaxbayes.ot.analytic` has Gaussian closed forms.
+"""
+
+from jaxbayes.ot import analytic as analytic
+from jaxbayes.ot._costs import Cosine as Cosine
+from jaxbayes.ot._costs import Cost as Cost
+from jaxbayes.ot._costs import Euclidean as Euclidean
+from jaxbayes.ot._costs import FunctionCost as FunctionCost
+from jaxbayes.ot._costs import SqEuclidean as SqEuclidean
+from jaxbayes.ot._costs import as_cost as as_cost
+from jaxbayes.ot._divergence import SinkhornDivergenceOutput as SinkhornDivergenceOutput
+from jaxbayes.ot._divergence import sinkhorn_divergence as sinkhorn_divergence
+from jaxbayes.ot._geometry import Geometry as Geometry
+from jaxbayes.ot._geometry import as_geometry as as_geometry
+from jaxbayes.ot._geometry import costmatrix as costmatrix
+from jaxbayes.ot._geometry import pointcloud as pointcloud
+from jaxbayes.ot._partial import PartialOTOutput as PartialOTOutput
+from jaxbayes.ot._partial import PseudoLabels as PseudoLabels
+from jaxbayes.ot._partial import mass_schedule as mass_schedule
+from jaxbayes.ot._partial import partial_ot as partial_ot
+from jaxbayes.ot._partial import progressive_partial_ot as progressive_partial_ot
+from jaxbayes.ot._partial import pseudo_labels as pseudo_labels
+from jaxbayes.ot._sinkhorn import SinkhornOutput as SinkhornOutput
+from jaxbayes.ot._sinkhorn import sinkhorn as sinkhorn
+from jaxbayes.ot._sparse import SparseOTOutput as SparseOTOutput
+from jaxbayes.ot._sparse import quadratic_ot as quadratic_ot
+from jaxbayes.ot._sparse import sparse_ot as sparse_ot
+from jaxbayes.ot._sparse import sparse_simplex_projection as sparse_simplex_projection
+from jaxbayes.ot._sparse import top_k_positive as top_k_positive
+
+__all__ = [
+    "Cosine",
+    "Cost",
+    "Euclidean",
+    "FunctionCost",
+    "Geometry",
+    "PartialOTOutput",
+    "PseudoLabels",
+    "SinkhornDivergenceOutput",
+    "SinkhornOutput",
+    "SparseOTOutput",
+    "SqEuclidean",
+    "analytic",
+    "as_cost",
+    "as_geometry",
+    "costmatrix",
+    "mass_schedule",
+    "partial_ot",
+    "pointcloud",
+    "progressive_partial_ot",
+    "pseudo_labels",
+    "quadratic_ot",
+    "sinkhorn",
+    "sinkhorn_divergence",
+    "sparse_ot",
+    "sparse_simplex_projection",
+    "top_k_positive",
+]

@@ -1,0 +1,240 @@
+"""Geometries: where a Sinkhorn solver gets its costs from (dense matrix, or point clouds matrix-free).
+
+A :class:`Geometry` is a pytree (``x``, ``y``, ``cost_matrix`` are leaves; the cost and the chunk size are
+static) that offers the few reductions the solvers need: log-sum-exp of ``h_j - C_ij / eps`` along rows or
+columns, and plan-vector products. In matrix-free mode (``chunk_size`` set) the cost matrix is never
+stored: rows (or columns) are recomputed in chunks with ``lax.map``, so memory is
+``O((n + m) * chunk_size)``; reverse-mode through a chunk is rematerialised (``jax.checkpoint``) so
+gradients keep the same memory bound.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxbayes._checks import check_floating, check_int_range, check_ndim
+from jaxbayes.ot._costs import Cost, SqEuclidean, as_cost
+from jaxbayes.typing import Array, ArrayLike
+
+
+@dataclasses.dataclass(frozen=True)
+class Geometry:
+    """Cost geometry of an OT problem between ``n`` source and ``m`` target points.
+
+    Attributes:
+      x: source points ``(n, d)`` or ``None`` (dense mode).
+      y: target points ``(m, d)`` or ``None`` (dense mode).
+      cost_matrix: dense ``(n, m)`` costs, or ``None`` for point clouds.
+      cost: the :class:`~jaxbayes.ot.Cost` used for point clouds (static).
+      chunk_size: ``None`` builds the ``(n, m)`` cost matrix once per solve (fastest); an int makes the
+        geometry matrix-free with ``chunk_size`` rows or columns computed at a time (static).
+    """
+
+    x: Array | None
+    y: Array | None
+    cost_matrix: Array | None
+    cost: Cost = dataclasses.field(default_factory=SqEuclidean)
+    chunk_size: int | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n, m)``."""
+        if self.cost_matrix is not None:
+            return tuple(self.cost_matrix.shape[-2:])
+        return (self.x.shape[-2], self.y.shape[-2])
+
+    @property
+    def dtype(self):
+        return (self.cost_matrix if self.cost_matrix is not None else self.x).dtype
+
+    @property
+    def is_matrix_free(self) -> bool:
+        return self.cost_matrix is None and self.chunk_size is not None
+
+    def materialize(self) -> Geometry:
+        """A dense geometry with the same costs (``cost_matrix`` computed if needed)."""
+        if self.cost_matrix is not None:
+            return self
+        return Geometry(None, None, self.cost.pairwise(self.x, self.y), self.cost, None)
+
+    def dense_or_self(self) -> Geometry:
+        """Materialise point clouds without ``chunk_size`` (one cost matrix per solve), else ``self``."""
+        return self.materialize() if self.cost_matrix is None and self.chunk_size is None else self
+
+    def transpose(self) -> Geometry:
+        """The geometry of the transposed problem (``m`` sources, ``n`` targets)."""
+        if self.cost_matrix is not None:
+            return Geometry(None, None, self.cost_matrix.T, self.cost, self.chunk_size)
+        return Geometry(self.y, self.x, None, _Transposed(self.cost), self.chunk_size)
+
+    def cost_scale(self) -> Array:
+        """Mean of the cost matrix over all pairs (unweighted): the scale of a relative epsilon."""
+        if self.cost_matrix is not None:
+            return jnp.mean(self.cost_matrix)
+        if isinstance(self.cost, SqEuclidean):
+            # mean_ij |x_i - y_j|^2 = mean |x|^2 + mean |y|^2 - 2 mean(x) . mean(y), no n*m work.
+            return (jnp.mean(jnp.sum(self.x**2, -1)) + jnp.mean(jnp.sum(self.y**2, -1))
+                    - 2.0 * jnp.dot(jnp.mean(self.x, 0), jnp.mean(self.y, 0)))
+        sums = self._row_map(lambda c, _: jnp.sum(c, axis=1), None, axis=1)
+        return jnp.sum(sums) / (self.shape[0] * self.shape[1])
+
+    # ---------------------------------------------------------------- chunked reductions
+    def _row_map(self, fn: Callable[[Array, Any], Array], row_args: Any, axis: int) -> Array:
+        """Apply ``fn(C_block, row_args_block)`` to blocks of rows (``axis=1``) or columns (``axis=0``).
+
+        ``C_block`` is ``(k, m)`` for rows of C, or ``(k, n)`` for rows of C^T; ``row_args`` is a pytree
+        of arrays with the matching leading size (n or m). Returns the concatenated results.
+        """
+        if self.cost_matrix is not None or self.chunk_size is None:
+            c = self.cost_matrix if self.cost_matrix is not None else self.cost.pairwise(self.x, self.y)
+            return fn(c if axis == 1 else c.T, row_args)
+        pts, other = (self.x, self.y) if axis == 1 else (self.y, self.x)
+        size = pts.shape[0]
+        chunk = min(self.chunk_size, size)
+        pad = (-size) % chunk
+        nblocks = (size + pad) // chunk
+
+        def blocks(v):
+            v = jnp.concatenate([v, jnp.broadcast_to(v[:1], (pad, *v.shape[1:]))]) if pad else v
+            return v.reshape(nblocks, chunk, *v.shape[1:])
+
+        @jax.checkpoint
+        def body(args):
+            p, r = args
+            c = self.cost.pairwise(p, other) if axis == 1 else self.cost.pairwise(other, p).T
+            return fn(c, r)
+
+        out = jax.lax.map(body, (blocks(pts), jax.tree.map(blocks, row_args)))
+        return jax.tree.map(lambda o: o.reshape(nblocks * chunk, *o.shape[2:])[:size], out)
+
+    def lse(self, h: Array, eps: Array, axis: int) -> Array:
+        r"""Row (``axis=1``) or column (``axis=0``) log-sum-exp of :math:`h - C / \varepsilon`.
+
+        ``axis=1``: ``out_i = logsumexp_j (h_j - C_ij / eps)`` with ``h`` of shape ``(m,)``;
+        ``axis=0``: ``out_j = logsumexp_i (h_i - C_ij / eps)`` with ``h`` of shape ``(n,)``.
+        """
+        return self._row_map(lambda c, _: jax.nn.logsumexp(h[None, :] - c / eps, axis=1), None, axis)
+
+    def plan_apply(self, f: Array, g: Array, log_a: Array, log_b: Array, eps: Array, v: Array,
+                   axis: int) -> Array:
+        r"""Products with :math:`P_{ij} = a_i b_j \exp((f_i + g_j - C_{ij}) / \varepsilon)`.
+
+        ``axis=1``: ``P @ v`` with ``v`` of shape ``(m,)`` or ``(m, k)``; ``axis=0``: ``P.T @ v`` with ``v``
+        of shape ``(n,)`` or ``(n, k)``.
+        """
+        row_pot, row_log, col_pot, col_log = (f, log_a, g, log_b) if axis == 1 else (g, log_b, f, log_a)
+        col_term = col_log + col_pot / eps
+
+        def fn(c, r):
+            rp, rl = r
+            logp = rl[:, None] + rp[:, None] / eps + col_term[None, :] - c / eps
+            return jnp.exp(logp) @ v
+
+        return self._row_map(fn, (row_pot, row_log), axis)
+
+    def plan_cost_rows(self, f, g, log_a, log_b, eps) -> tuple[Array, Array]:
+        """Per-row ``(sum_j P_ij, sum_j P_ij C_ij)`` in one pass."""
+        col_term = log_b + g / eps
+
+        def fn(c, r):
+            rp, rl = r
+            p = jnp.exp(rl[:, None] + rp[:, None] / eps + col_term[None, :] - c / eps)
+            return jnp.sum(p, axis=1), jnp.sum(p * c, axis=1)
+
+        return self._row_map(fn, (f, log_a), 1)
+
+
+class _Transposed(Cost):
+    """``c_T(y, x) = c(x, y)`` so a transposed point-cloud geometry keeps its costs."""
+
+    def __init__(self, base: Cost):
+        self.base = base
+
+    def __call__(self, x, y):
+        return self.base(y, x)
+
+    def pairwise(self, x, y):
+        return self.base.pairwise(y, x).T
+
+    def __eq__(self, other):
+        return isinstance(other, _Transposed) and other.base == self.base
+
+    def __hash__(self):
+        return hash(("T", self.base))
+
+
+jax.tree_util.register_dataclass(Geometry, data_fields=["x", "y", "cost_matrix"],
+                                 meta_fields=["cost", "chunk_size"])
+
+
+def pointcloud(x: ArrayLike, y: ArrayLike | None = None, *, cost: Any = "sqeuclidean",
+               chunk_size: int | None = None) -> Geometry:
+    """Geometry between two point clouds.
+
+    Args:
+      x: source points, shape ``(n, d)``.
+      y: target points, shape ``(m, d)``; ``None`` means ``y = x``.
+      cost: a name (``"sqeuclidean"``, ``"euclidean"``, ``"cosine"``), a :class:`Cost`, an ott-jax
+        ``CostFn`` or a function of two points.
+      chunk_size: ``None`` for a dense cost matrix built once per solve; an int for the matrix-free mode,
+        with memory ``O((n + m) * chunk_size)``.
+
+    Returns:
+      A :class:`Geometry`.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> geom = pointcloud(jnp.zeros((3, 2)), jnp.ones((4, 2)), chunk_size=2)
+      >>> geom.shape, float(geom.cost_scale())
+      ((3, 4), 2.0)
+    """
+    x = jnp.asarray(x)
+    y = x if y is None else jnp.asarray(y)
+    check_ndim("x", x, 2)
+    check_ndim("y", y, 2)
+    check_floating("x", x)
+    check_floating("y", y)
+    if x.shape[1] != y.shape[1]:
+        raise ValueError(f"x and y must have the same number of features, got x {x.shape} and y {y.shape}")
+    if chunk_size is not None:
+        check_int_range("chunk_size", chunk_size, 1)
+    return Geometry(x, y, None, as_cost(cost), chunk_size)
+
+
+def costmatrix(cost_matrix: ArrayLike) -> Geometry:
+    """Geometry from a dense ``(n, m)`` cost matrix.
+
+    Example:
+      >>> costmatrix([[0.0, 1.0], [1.0, 0.0]]).shape
+      (2, 2)
+    """
+    c = jnp.asarray(cost_matrix)
+    check_ndim("cost_matrix", c, 2)
+    check_floating("cost_matrix", c)
+    return Geometry(None, None, c, SqEuclidean(), None)
+
+
+def as_geometry(geom: Any) -> Geometry:
+    """Accept a :class:`Geometry`, a 2-D cost matrix, or an ott-jax geometry (``PointCloud`` keeps its points
+    and cost, with its ``batch_size`` as the chunk size; any other ott geometry gives its dense cost matrix)."""
+    if isinstance(geom, Geometry):
+        return geom
+    try:
+        from ott.geometry import geometry as ott_geometry
+        from ott.geometry import pointcloud as ott_pointcloud
+    except ImportError:  # pragma: no cover
+        ott_geometry = ott_pointcloud = None
+    if ott_pointcloud is not None and isinstance(geom, ott_pointcloud.PointCloud):
+        if geom.scale_cost != 1.0:
+            return costmatrix(geom.cost_matrix)
+        return pointcloud(geom.x, geom.y, cost=geom.cost_fn, chunk_size=geom.batch_size)
+    if ott_geometry is not None and isinstance(geom, ott_geometry.Geometry):
+        return costmatrix(geom.cost_matrix)
+    if hasattr(geom, "shape") or isinstance(geom, list | tuple):
+        return costmatrix(geom)
+    raise TypeError(f"geom must be a Geometry, a cost matrix or an ott-jax geometry, got {type(geom).__name__}")
