@@ -33,6 +33,9 @@ from jaxbayes.vi._families import MeanField as MeanField
 from jaxbayes.vi._families import fullrank_init as fullrank_init
 from jaxbayes.vi._families import lowrank_init as lowrank_init
 from jaxbayes.vi._families import meanfield_init as meanfield_init
+from jaxbayes.vi._laplace import diagonal_fisher as diagonal_fisher
+from jaxbayes.vi._laplace import fisher_merge as fisher_merge
+from jaxbayes.vi._laplace import laplace as laplace
 from jaxbayes.vi._ssvi import CRITERIA as CRITERIA
 from jaxbayes.vi._ssvi import SSVIAlgorithm as SSVIAlgorithm
 from jaxbayes.vi._ssvi import SSVIInfo as SSVIInfo
@@ -63,14 +66,17 @@ __all__ = [
     "bnn_init",
     "bnn_objective",
     "bnn_vi",
+    "diagonal_fisher",
     "drop_fraction_schedule",
     "elbo",
+    "fisher_merge",
     "fit",
     "folded_normal_moments",
     "fullrank_init",
     "fullrank_vi",
     "gaussian_vi",
     "guarded_update",
+    "laplace",
     "log_likelihood",
     "lowrank_init",
     "lowrank_vi",

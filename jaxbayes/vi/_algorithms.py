@@ -271,7 +271,9 @@ def fit(
     data: PyTree = None,
     batch_size: int | None = None,
 ) -> tuple[VIState, VIInfo]:
-    """Run ``num_steps`` steps in a ``lax.scan``; returns the final state and the stacked per-step infos.
+    """Run ``num_steps`` steps of ``alg`` (any algorithm here: VI, BNN, SSVI) in a ``lax.scan``.
+
+    Returns the final state and the stacked per-step infos.
 
     Step ``t`` uses the key ``fold_in(key, state.step + t)``. With ``data`` and ``batch_size`` each step sees a
     fresh random minibatch; with ``data`` alone every step sees all of it. Raises ``FloatingPointError`` with

@@ -7,8 +7,12 @@
 * ``"local"`` (local reparameterisation, Kingma, Salimans & Welling, 2015): for ``nn.Dense`` and ``nn.Conv``
   layers the pre-activation is Gaussian given the input, ``N(x mu_W + mu_b, x^2 sigma_W^2 + sigma_b^2)``, and is
   sampled independently per example: lower-variance gradients at the cost of a second (variance) product.
+  For dense layers this reproduces the per-example output distribution of weight sampling exactly; for
+  convolutions every output position is sampled independently, which gives each position the exact marginal
+  but ignores the correlation that a shared kernel induces between positions (an approximation).
 * ``"flipout"`` (Wen et al., 2018): a weight perturbation ``Delta W`` shared by the batch is decorrelated
-  across examples by random sign vectors, ``y = x mu_W + ((x * r_in) Delta W) * r_out``.
+  across examples by random sign vectors, ``y = x mu_W + ((x * r_in) Delta W) * r_out`` (signs per example
+  and channel, shared over spatial positions, so it is an exact weight perturbation for convolutions too).
 
 Other parameters (biases of non-linear layers, normalisation scales) are sampled directly. The two linear layer
 kinds are intercepted with ``flax.linen.intercept_methods`` and evaluated with clones of the user's own layer
