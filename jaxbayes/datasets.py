@@ -8,7 +8,7 @@ training-set statistics only, which are returned in ``info`` so predictions can 
 Example:
   >>> ds = load("diabetes", test_fraction=0.25, seed=0)
   >>> ds.x_train.shape, ds.x_test.shape, ds.info["task"]
-  ((331, 10), (111, 10), 'regression')
+  ((332, 10), (110, 10), 'regression')
 """
 
 from __future__ import annotations

@@ -23,18 +23,29 @@ def _init(ctx):
     return {"w": jnp.zeros(3, jnp.float32)}
 
 
+def _setup(ctx):
+    if "setup" not in ctx.cache:
+        x, y = data(0, ctx.params["n"])
+        rows = parallel.process_slice(x.shape[0])
+        gx = parallel.host_local_to_global(x[rows], ctx.mesh)
+        gy = parallel.host_local_to_global(y[rows], ctx.mesh)
+        loss = parallel.data_parallel(lambda w, a, b: (a @ w - b) ** 2, ctx.mesh, in_axes=(None, 0, 0),
+                                      reduce="mean")
+
+        def update(w, i, a, b):  # global arrays are arguments: multi-process jit cannot close over them
+            noise = 1e-3 * jax.random.normal(jax.random.fold_in(ctx.key, i), (3,))
+            return w - ctx.params["lr"] * jax.grad(loss)(w, a, b) + noise
+
+        ctx.cache["setup"] = (jax.jit(update, out_shardings=parallel.replicated_sharding(ctx.mesh)), gx, gy)
+    return ctx.cache["setup"]
+
+
 def _step(ctx, state, i):
     if i == ctx.params["fail_at"]:
         raise RuntimeError(f"planned failure at step {i}")
     time.sleep(ctx.params["sleep_s"])
-    x, y = data(0, ctx.params["n"])
-    rows = parallel.process_slice(x.shape[0])
-    gx = parallel.host_local_to_global(x[rows], ctx.mesh)
-    gy = parallel.host_local_to_global(y[rows], ctx.mesh)
-    loss = parallel.data_parallel(lambda w, a, b: (a @ w - b) ** 2, ctx.mesh, in_axes=(None, 0, 0), reduce="mean")
-    noise = 1e-3 * jax.random.normal(jax.random.fold_in(ctx.key, i), (3,))
-    grad = jax.jit(jax.grad(loss), out_shardings=parallel.replicated_sharding(ctx.mesh))(state["w"], gx, gy)
-    return {"w": state["w"] - ctx.params["lr"] * grad + noise}
+    update, gx, gy = _setup(ctx)
+    return {"w": update(state["w"], i, gx, gy)}
 
 
 def _finish(ctx, state):
