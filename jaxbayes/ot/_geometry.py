@@ -230,9 +230,10 @@ def as_geometry(geom: Any) -> Geometry:
     except ImportError:  # pragma: no cover
         ott_geometry = ott_pointcloud = None
     if ott_pointcloud is not None and isinstance(geom, ott_pointcloud.PointCloud):
-        if geom.scale_cost != 1.0:
+        if getattr(geom, "_scale_cost", 1.0) != 1.0:  # ott rescales its costs: use them as they are
             return costmatrix(geom.cost_matrix)
-        return pointcloud(geom.x, geom.y, cost=geom.cost_fn, chunk_size=geom.batch_size)
+        chunk = getattr(geom, "batch_size", getattr(geom, "_batch_size", None))
+        return pointcloud(geom.x, geom.y, cost=geom.cost_fn, chunk_size=chunk)
     if ott_geometry is not None and isinstance(geom, ott_geometry.Geometry):
         return costmatrix(geom.cost_matrix)
     if hasattr(geom, "shape") or isinstance(geom, list | tuple):

@@ -128,7 +128,7 @@ def _marginals(geom, f, g, a, b, eps):
 
 def _residual(theta, f, g):
     """Optimality residual (P1 - a e^{-f/rho_a}, P^T1 - b e^{-g/rho_b}); symmetric PSD Jacobian in (f, g)."""
-    geom, a, b, eps, tau_a, tau_b = theta
+    geom, a, b, eps, tau_a, tau_b, _ = theta
     r, c = _marginals(geom, f, g, a, b, eps)
     return (r - a * _exp_neg_over_rho(f, tau_a, eps), c - b * _exp_neg_over_rho(g, tau_b, eps))
 
@@ -138,7 +138,7 @@ class _Config(NamedTuple):
     max_iterations: int
     min_iterations: int
     fixed_iterations: bool
-    epsilon_init: float | None
+    epsilon_scaling: bool
     epsilon_decay: float
     balanced: bool
     cg_iterations: int
@@ -146,15 +146,15 @@ class _Config(NamedTuple):
 
 
 def _solve(config: _Config, theta, f0, g0):
-    geom, a, b, eps, tau_a, tau_b = theta
+    geom, a, b, eps, tau_a, tau_b, eps_start = theta
     log_a, log_b = _log(a), _log(b)
     dtype = f0.dtype
     n_max = config.max_iterations
 
     def eps_at(it):
-        if config.epsilon_init is None:
+        if not config.epsilon_scaling:
             return eps
-        return jnp.maximum(eps, config.epsilon_init * config.epsilon_decay ** it.astype(dtype))
+        return jnp.maximum(eps, eps_start * config.epsilon_decay ** it.astype(dtype))
 
     def cond(state):
         f, g, err, it, errors = state
@@ -301,14 +301,8 @@ def sinkhorn(
     work = geom.dense_or_self()
     scale = work.cost_scale()
     eps = jnp.asarray(epsilon, dtype) * (scale if relative_epsilon else 1.0)
-    eps_init = None
-    if epsilon_scaling is not None:
-        s = concrete_value(jax.lax.stop_gradient(scale))
-        if s is None:
-            raise ValueError("epsilon_scaling needs a concrete cost scale; call sinkhorn outside jit or "
-                             "pass relative_epsilon=False with a traced geometry")
-        eps_init = float(s)
-    config = _Config(float(threshold), max_iterations, min_iterations, bool(fixed_iterations), eps_init,
+    config = _Config(float(threshold), max_iterations, min_iterations, bool(fixed_iterations),
+                     epsilon_scaling is not None,
                      float(epsilon_scaling or 1.0), balanced, cg_iterations, float(cg_ridge))
     if init is None:
         f0, g0 = jnp.zeros((n,), dtype), jnp.zeros((m,), dtype)
@@ -317,7 +311,7 @@ def sinkhorn(
         if f0.shape != (n,) or g0.shape != (m,):
             raise ValueError(f"init must be potentials of shapes ({n},) and ({m},), got {f0.shape} and "
                              f"{g0.shape}")
-    theta = (work, a, b, eps, tau_a, tau_b)
+    theta = (work, a, b, eps, tau_a, tau_b, jnp.maximum(scale, eps))
     f, g, errors, n_iters, converged = _potentials(config, theta, f0, g0)
 
     # Envelope theorem: costs use stop-gradient potentials (their implicit gradient would be ~0 anyway).
