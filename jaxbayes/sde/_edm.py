@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbayes._checks import check_choice, check_finite, check_int_range, check_positive, check_shape
-from jaxbayes.sde._samplers import SamplerOutput
+from jaxbayes.sde._samplers import SamplerOutput, split_key
 from jaxbayes.typing import Array, ArrayLike, PRNGKey
 
 
@@ -108,7 +108,7 @@ def edm_sampler(key: PRNGKey, denoise_fn: Callable[[Array, Array], Array], shape
     check_positive("s_churn", s_churn, strict=False)
     dtype = jnp.result_type(float) if dtype is None else dtype
     sigmas = karras_sigmas(num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, dtype=dtype)
-    k_init, key = jax.random.split(key)
+    k_init, key = split_key(key, x_init)
     if x_init is None:
         x = sigmas[0] * jax.random.normal(k_init, tuple(shape), dtype)
     else:

@@ -59,9 +59,18 @@ def init_state(key: PRNGKey, sde, shape: tuple[int, ...], x_init: Array | None, 
     return jnp.asarray(x_init, dtype)
 
 
+def split_key(key, x_init):
+    """Split ``key``; a deterministic start (``x_init`` given) may pass ``key=None``."""
+    if key is None:
+        if x_init is None:
+            raise ValueError("key may be None only when x_init is given")
+        key = jax.random.key(0)
+    return jax.random.split(key)
+
+
 def _prepare(key, score_fn, sde, shape, x_init, dtype, num_steps):
     num_steps = check_int_range("num_steps", num_steps, 1)
-    k_init, k_steps = jax.random.split(key)
+    k_init, k_steps = split_key(key, x_init)
     x = init_state(k_init, sde, shape, x_init, dtype)
     check_score_fn(score_fn, x, sde.T)
     ts = jnp.linspace(sde.T, sde.eps, num_steps + 1, dtype=x.dtype)
@@ -242,7 +251,7 @@ def ddim_sampler(key: PRNGKey, score_fn: Callable, sde, shape: tuple[int, ...], 
     """
     check_positive("eta", eta, strict=False)
     num_steps = check_int_range("num_steps", num_steps, 1)
-    k_init, key = jax.random.split(key)
+    k_init, key = split_key(key, x_init)
     x = init_state(k_init, sde, shape, x_init, dtype)
     check_score_fn(score_fn, x, sde.T)
     ts = jnp.linspace(sde.T, sde.eps, num_steps, dtype=x.dtype)
@@ -298,7 +307,7 @@ def dpm_solver_pp_2m(key: PRNGKey, score_fn: Callable, sde, shape: tuple[int, ..
     """
     check_choice("grid", grid, ("logsnr", "time"))
     num_steps = check_int_range("num_steps", num_steps, 1)
-    k_init, _ = jax.random.split(key)
+    k_init, _ = split_key(key, x_init)
     x = init_state(k_init, sde, shape, x_init, dtype)
     check_score_fn(score_fn, x, sde.T)
     if grid == "logsnr":

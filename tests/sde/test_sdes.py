@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxbayes.sde import PFGMpp, SubVPSDE, VESDE, VPSDE, get_sde
+from jaxbayes.sde import VESDE, VPSDE, PFGMpp, SubVPSDE, get_sde
 
 SDES = [VESDE(), VPSDE(), SubVPSDE(), VESDE(sigma_min=0.1, sigma_max=5.0, T=2.0), VPSDE(beta_max=10.0, T=0.5)]
 
