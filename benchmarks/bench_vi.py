@@ -1,0 +1,288 @@
+"""jaxbayes.vi vs NumPyro SVI (AutoNormal, AutoMultivariateNormal) and BlackJAX (meanfield_vi, fullrank_vi).
+
+Cases (same model, optimiser, schedule, number of Monte-Carlo samples per step and step count for every impl):
+
+* ``conjugate``: Bayesian linear regression on diabetes (float64). Metric: KL(q || exact posterior); for the
+  mean-field impls also the gap to the closed-form mean-field optimum's KL.
+* ``logistic``: Bayesian logistic regression on breast_cancer (31 weights). Metric: the ELBO of the final ``q``,
+  re-estimated for every impl with the same 4000-sample estimator.
+* ``bnn``: digits MLP 64-256-256-10, mean-field, full batch. Metric: test accuracy of the MC predictive.
+  jaxbayes uses local reparameterisation; the peers sample weights (one draw per step, their only option).
+
+The Gaussian cases start every impl at mean 0 and scale 1 (BlackJAX's fixed initialisation; jaxbayes and
+NumPyro are given ``init_scale=1.0``). The BNN case uses each library's defaults (noted in the table).
+
+Time per step is the median over repeats of one jitted ``lax.scan`` of ``n`` steps, divided by ``n``.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from benchmarks.harness import record, time_fn
+
+BENCH = "vi"
+
+
+def _scan_steps(step, state, keys):
+    return jax.lax.scan(lambda s, k: (step(k, s)[0], None), state, keys)[0]
+
+
+def _timed_run(step, init_state, num_steps, *, repeats):
+    keys = jax.random.split(jax.random.key(42), num_steps)
+    run = jax.jit(lambda s, ks: _scan_steps(step, s, ks))
+    timing, state = time_fn(run, init_state, keys, repeats=repeats, warmup=1)
+    return timing._replace(median_s=timing.median_s / num_steps, min_s=timing.min_s / num_steps,
+                           max_s=timing.max_s / num_steps), state
+
+
+def _numpyro_svi(model, guide, optimizer, num_particles, *args):
+    from numpyro.infer import SVI, Trace_ELBO
+
+    svi = SVI(model, guide, optimizer, Trace_ELBO(num_particles=num_particles))
+    state = svi.init(jax.random.key(0), *args)
+
+    def step(key, st):
+        st = st._replace(rng_key=key)
+        new, loss = svi.update(st, *args)
+        return new, loss
+
+    return svi, state, step
+
+
+def _to_fullrank(mean, chol):
+    from jaxbayes.vi import FullRank
+
+    return FullRank(mean, jnp.log(jnp.diag(chol)), jnp.tril(chol, -1))
+
+
+def _to_meanfield(mean, scale):
+    from jaxbayes.vi import MeanField
+
+    return MeanField(mean, jnp.log(scale))
+
+
+def _gaussian_cases(name, logp, numpyro_model, d, steps, lr, num_samples, repeats, evaluate):
+    """Run the six impls (3 libraries x mean-field/full-rank) and return records."""
+    import blackjax
+    import numpyro.optim
+    from blackjax.vi.fullrank_vi import _unflatten_cholesky
+    from numpyro.infer.autoguide import AutoMultivariateNormal, AutoNormal
+
+    from jaxbayes import vi
+
+    sched = optax.cosine_decay_schedule(lr, steps, 1e-3)
+    rows = []
+    x0 = jnp.zeros(d)
+    for family in ("meanfield", "fullrank"):
+        alg = vi.gaussian_vi(logp, optax.adam(sched), family=family, num_samples=num_samples, init_scale=1.0)
+        t, st = _timed_run(alg.step, alg.init(x0), steps, repeats=repeats)
+        rows.append(record(BENCH, f"{name}/{family}", "jaxbayes", t, steps=steps, **evaluate(st.q)))
+        bj = (blackjax.meanfield_vi if family == "meanfield" else blackjax.fullrank_vi)(
+            logp, optax.adam(sched), num_samples=num_samples)
+        t, st = _timed_run(bj.step, bj.init(x0), steps, repeats=repeats)
+        q = (_to_meanfield(st.mu, jnp.exp(st.rho)) if family == "meanfield"
+             else _to_fullrank(st.mu, _unflatten_cholesky(st.chol_params, d)))
+        rows.append(record(BENCH, f"{name}/{family}", "blackjax", t, steps=steps, **evaluate(q)))
+        guide = (AutoNormal if family == "meanfield" else AutoMultivariateNormal)(numpyro_model, init_scale=1.0)
+        svi, st0, step = _numpyro_svi(numpyro_model, guide, numpyro.optim.optax_to_numpyro(optax.adam(sched)),
+                                      num_samples)
+        t, st = _timed_run(step, st0, steps, repeats=repeats)
+        params = svi.get_params(st)
+        if family == "meanfield":
+            q = _to_meanfield(params["w_auto_loc"], params["w_auto_scale"])
+        else:
+            q = _to_fullrank(params["auto_loc"], params["auto_scale_tril"])
+        impl = "numpyro-AutoNormal" if family == "meanfield" else "numpyro-AutoMultivariateNormal"
+        rows.append(record(BENCH, f"{name}/{family}", impl, t, steps=steps, **evaluate(q)))
+    return rows
+
+
+def conjugate(quick: bool) -> list[dict]:
+    import numpyro
+    import numpyro.distributions as dist
+
+    from jaxbayes import datasets
+
+    noise_var, prior_prec = 0.5, 1.0
+    ds = datasets.load("diabetes")
+    x = np.c_[ds.x_train, np.ones(len(ds.x_train))].astype(np.float64)
+    y = ds.y_train.astype(np.float64)
+    lam = prior_prec * np.eye(x.shape[1]) + x.T @ x / noise_var
+    sigma = np.linalg.inv(lam)
+    mu = sigma @ x.T @ y / noise_var
+    kl_mf = 0.5 * (np.sum(np.log(np.diag(lam))) - np.linalg.slogdet(lam)[1])
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+    def logp(w):
+        return -0.5 * jnp.sum((yj - xj @ w) ** 2) / noise_var - 0.5 * prior_prec * jnp.sum(w**2)
+
+    def model():
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0 / np.sqrt(prior_prec)).expand([x.shape[1]]).to_event(1))
+        numpyro.sample("y", dist.Normal(xj @ w, np.sqrt(noise_var)), obs=yj)
+
+    def evaluate(q):
+        kl = float(q.kl_mvn(mu, sigma))
+        out = {"kl_to_posterior": kl}
+        if q.__class__.__name__ == "MeanField":
+            out["kl_minus_meanfield_optimum"] = kl - kl_mf
+        return out
+
+    steps = 2000 if quick else 5000
+    return _gaussian_cases("conjugate", logp, model, x.shape[1], steps, 1e-2, 4, 3 if quick else 5, evaluate)
+
+
+def logistic(quick: bool) -> list[dict]:
+    import numpyro
+    import numpyro.distributions as dist
+
+    from jaxbayes import datasets, vi
+
+    ds = datasets.load("breast_cancer")
+    x = jnp.asarray(np.c_[ds.x_train, np.ones(len(ds.x_train))])
+    y = jnp.asarray(ds.y_train, jnp.float32)
+
+    def logp(w):
+        logits = x @ w
+        return (jnp.sum(y * jax.nn.log_sigmoid(logits) + (1 - y) * jax.nn.log_sigmoid(-logits))
+                - 0.5 * jnp.sum(w**2))
+
+    def model():
+        w = numpyro.sample("w", dist.Normal(0.0, 1.0).expand([x.shape[1]]).to_event(1))
+        numpyro.sample("y", dist.Bernoulli(logits=x @ w), obs=y)
+
+    elbo_fn = jax.jit(lambda q: vi.elbo(jax.random.key(5), q, logp, num_samples=4000, stl=False))
+
+    def evaluate(q):
+        return {"final_elbo": float(elbo_fn(q))}
+
+    steps = 1000 if quick else 3000
+    return _gaussian_cases("logistic", logp, model, x.shape[1], steps, 2e-2, 4, 3 if quick else 5, evaluate)
+
+
+def bnn(quick: bool) -> list[dict]:
+    import blackjax
+    import flax.linen as nn
+    import numpyro
+    import numpyro.distributions as dist
+    import numpyro.optim
+    from numpyro.infer.autoguide import AutoNormal
+
+    from jaxbayes import datasets, vi
+
+    ds = datasets.load("digits", standardize=False)
+    x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+    xt, yt = jnp.asarray(ds.x_test), jnp.asarray(ds.y_test)
+    n = len(y)
+    sizes = [(64, 256), (256, 256), (256, 10)]
+
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, h):
+            h = nn.relu(nn.Dense(256)(h))
+            h = nn.relu(nn.Dense(256)(h))
+            return nn.Dense(10)(h)
+
+    module = MLP()
+    steps = 100 if quick else 500
+    lr = 3e-3
+    rows = []
+
+    def accuracy(probs):
+        return float(vi.metrics.accuracy(probs, yt))
+
+    # jaxbayes: local reparameterisation, full batch
+    alg = vi.bnn_vi(module, optax.adam(lr), num_data=n, prior_scale=1.0, init_scale=1e-3)
+    t, st = _timed_run(lambda k, s: alg.step(k, s, (x, y)), alg.init(jax.random.key(0), x[:1]), steps,
+                       repeats=2)
+    probs = jax.jit(lambda s: alg.predict(jax.random.key(1), s, xt, num_samples=16, chunk_size=8))(st)
+    rows.append(record(BENCH, "bnn/meanfield", "jaxbayes", t, steps=steps, test_accuracy=accuracy(probs)))
+
+    def forward(p, h):
+        return module.apply({"params": p}, h)
+
+    params0 = module.init(jax.random.key(0), x[:1])["params"]
+
+    def logp(p):
+        ll = jnp.sum(jnp.take_along_axis(jax.nn.log_softmax(forward(p, x)), y[:, None], 1))
+        return ll + sum(jnp.sum(jax.scipy.stats.norm.logpdf(v)) for v in jax.tree.leaves(p))
+
+    def mc_probs(draws):
+        return jnp.mean(jax.vmap(lambda p: jax.nn.softmax(forward(p, xt)))(draws), axis=0)
+
+    bj = blackjax.meanfield_vi(logp, optax.adam(lr), num_samples=1)
+    t, st = _timed_run(bj.step, bj.init(params0), steps, repeats=2)
+    draws = bj.sample(jax.random.key(1), st, 16)
+    rows.append(record(BENCH, "bnn/meanfield", "blackjax", t, steps=steps,
+                       test_accuracy=accuracy(jax.jit(mc_probs)(draws)),
+                       note="init rho=0 (sigma=1), its default"))
+
+    def model(h, labels=None):
+        ws = []
+        for i, (a, b) in enumerate(sizes):
+            w = numpyro.sample(f"w{i}", dist.Normal(0.0, 1.0).expand([a, b]).to_event(2))
+            c = numpyro.sample(f"b{i}", dist.Normal(0.0, 1.0).expand([b]).to_event(1))
+            ws.append((w, c))
+        for i, (w, c) in enumerate(ws):
+            h = h @ w + c
+            if i < len(ws) - 1:
+                h = jax.nn.relu(h)
+        numpyro.sample("y", dist.Categorical(logits=h), obs=labels)
+
+    guide = AutoNormal(model)
+    svi, st0, step = _numpyro_svi(model, guide, numpyro.optim.optax_to_numpyro(optax.adam(lr)), 1, x, y)
+    t, st = _timed_run(step, st0, steps, repeats=2)
+    params = svi.get_params(st)
+    from numpyro.infer import Predictive
+
+    # weight draws from the guide, then the MC predictive probabilities
+    wdraws = Predictive(guide, params=params, num_samples=16)(jax.random.key(1), xt)
+
+    def probs_from(draw):
+        h = xt
+        for i in range(3):
+            h = h @ draw[f"w{i}"] + draw[f"b{i}"]
+            if i < 2:
+                h = jax.nn.relu(h)
+        return jax.nn.softmax(h)
+
+    probs = jnp.mean(jax.vmap(probs_from)({k: v for k, v in wdraws.items() if k[0] in "wb"}), axis=0)
+    rows.append(record(BENCH, "bnn/meanfield", "numpyro-AutoNormal", t, steps=steps,
+                       test_accuracy=accuracy(probs), note="defaults: init_to_median (zeros), init_scale 0.1"))
+    return rows
+
+
+def run(outdir: pathlib.Path, *, quick: bool) -> list[dict]:
+    """All cases; the conjugate case runs in float64 (its KL targets are below float32 resolution)."""
+    with jax.enable_x64(True):
+        rows = conjugate(quick)
+    rows += logistic(quick)
+    rows += bnn(quick)
+    _plot(outdir, rows)
+    return rows
+
+
+def _plot(outdir: pathlib.Path, rows: list[dict]) -> None:
+    from jaxbayes._plotting import figure, save
+
+    cases = sorted({r["case"] for r in rows})
+    fig, axes = figure(ncols=1, size=5.0)
+    ax = axes[0][0]
+    labels, ratios = [], []
+    for case in cases:
+        group = [r for r in rows if r["case"] == case]
+        ref = next(r["time_s"] for r in group if r["impl"] == "jaxbayes")
+        for r in group:
+            if r["impl"] != "jaxbayes":
+                labels.append(f"{case}\n{r['impl']}")
+                ratios.append(r["time_s"] / ref)
+    ax.barh(np.arange(len(ratios)), ratios)
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_yticks(np.arange(len(ratios)), labels, fontsize=6)
+    ax.set(xlabel="peer time per step / jaxbayes time per step", xscale="log")
+    save(fig, outdir / "vi_time_ratios.png")
