@@ -150,9 +150,8 @@ def dkm(layers: Sequence[Layer], *, nu: ArrayLike | Sequence[float] = 1.0, spars
 
     Example:
       >>> import jax.numpy as jnp
-      >>> from jaxbayes.kernels import Dense, ReLU, serial
       >>> x = jnp.linspace(-2, 2, 12)[:, None]; y = jnp.sin(2 * x)
-      >>> m = dkm([Dense(1, 1.0, 0.5), serial(ReLU(), Dense(1, 1.4, 0.1))], sparse=True)
+      >>> m = dkm(dkm_layers(1), sparse=True)
       >>> params, objs = m.fit(m.init(x[::2], y), x, y, num_steps=20)
       >>> bool(objs[-1] > objs[0])
       True

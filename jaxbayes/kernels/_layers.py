@@ -123,10 +123,16 @@ def _elementwise_map(nngp_fn: Callable, dot_fn: Callable | None) -> Callable[[Ke
         if isinstance(k, tuple) and not isinstance(k, Kernel):
             raise TypeError("a nonlinearity got a tuple of kernels; combine branches with FanInSum first")
         cross, self1, self2 = _pairs(k)
-        nngp = nngp_fn(k.nngp, *cross)
+        c = k.nngp
+        if k.var2 is None:
+            # Self kernel: its diagonal is each point's own covariance. Use var1 there exactly, so that
+            # sqrt(q1 q2 - c^2) is exactly 0 instead of sqrt(rounding error) ~ 1e-8 relative.
+            idx = jnp.arange(c.shape[0])
+            c = c.at[idx, idx].set(k.var1)
+        nngp = nngp_fn(c, *cross)
         if dot_fn is None:
             raise ValueError("this nonlinearity has no NTK (its derivative is not square integrable)")
-        ntk = dot_fn(k.nngp, *cross) * k.ntk
+        ntk = dot_fn(c, *cross) * k.ntk
         var1 = nngp_fn(k.var1, *self1)
         var2 = None if k.var2 is None else nngp_fn(k.var2, *self2)
         return Kernel(nngp, ntk, var1, var2)

@@ -1,0 +1,101 @@
+"""Deep kernel machines: NNGP at initialisation and as nu -> infinity; sparse with Z = X equals full; sharding."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxbayes.kernels import dkm, dkm_layers, gp_posterior, log_marginal_likelihood, serial
+
+LAYERS = dkm_layers(2, W_std=1.4, b_std=0.2)
+NET = serial(*LAYERS)
+
+
+def _data():
+    x = jax.random.normal(jax.random.key(0), (14, 2))
+    y = jnp.sin(2 * x[:, :1]) + 0.2 * x[:, 1:]
+    xt = jax.random.normal(jax.random.key(1), (6, 2))
+    return x, y, xt
+
+
+def _nngp_gp(x, y, xt, noise):
+    return gp_posterior(NET.kernel_fn(x).nngp, y, NET.kernel_fn(xt, x).nngp, NET.kernel_fn(xt).nngp,
+                        noise=noise, jitter=0.0)
+
+
+def test_initialisation_is_the_nngp_gp(x64):
+    x, y, xt = _data()
+    ref = _nngp_gp(x, y, xt, 0.05)
+    lml = log_marginal_likelihood(NET.kernel_fn(x).nngp, y, noise=0.05, jitter=0.0)
+    for sparse in (False, True):
+        m = dkm(LAYERS, sparse=sparse, noise=0.05, jitter=1e-9)
+        p = m.init(x, y)
+        info = m.objective(p, x, y)
+        np.testing.assert_allclose(info.kls, 0.0, atol=1e-6)
+        np.testing.assert_allclose(info.objective, lml, rtol=1e-6)
+        pred = m.predict(p, x, y, xt)
+        np.testing.assert_allclose(pred.mean, ref.mean, atol=1e-5)
+        np.testing.assert_allclose(pred.var, jnp.diagonal(ref.cov), atol=1e-5)
+
+
+def test_sparse_with_training_inducing_points_equals_full(x64):
+    x, y, xt = _data()
+    full = dkm(LAYERS, sparse=False, noise=0.05, jitter=1e-9, nu=0.5)
+    sparse = dkm(LAYERS, sparse=True, noise=0.05, jitter=1e-9, nu=0.5)
+    params, objs = full.fit(full.init(x, y), x, y, num_steps=30)
+    assert objs[-1] > objs[0]
+    a, b = full.objective(params, x, y), sparse.objective(params, x, y)
+    np.testing.assert_allclose(b.objective, a.objective, rtol=1e-5)
+    np.testing.assert_allclose(b.kls, a.kls, rtol=1e-5, atol=1e-8)
+    pa, pb = full.predict(params, x, y, xt), sparse.predict(params, x, y, xt)
+    np.testing.assert_allclose(pb.mean, pa.mean, atol=1e-4)
+    np.testing.assert_allclose(pb.var, pa.var, atol=1e-4)
+
+
+def test_large_nu_pins_the_nngp(x64):
+    """nu -> infinity: the NNGP Grams (the initialisation) maximise the objective along the likelihood's
+    ascent direction; for small nu the objective increases away from them (representation learning)."""
+    x, y, _ = _data()
+    best = {}
+    for nu in (1e6, 0.05):
+        m = dkm(LAYERS, sparse=True, nu=nu, noise=0.05, learn_noise=False, jitter=1e-9)
+        p = m.init(x[::2], y)
+        g = jax.grad(lambda pp, m=m: m.objective(pp, x, y).objective)(p)
+        norm = jnp.sqrt(sum(jnp.sum(a * a) for a in g.chols))
+        vals = []
+        for eps in (0.0, 1e-4, 1e-3, 1e-2, 1e-1):
+            pp = p._replace(chols=tuple(c + eps * d / norm for c, d in zip(p.chols, g.chols, strict=True)))
+            vals.append(float(m.objective(pp, x, y).objective))
+        best[nu] = int(np.argmax(vals))
+    assert best[1e6] == 0
+    assert best[0.05] == 4
+
+
+def test_classification_and_sharded_prediction(mesh8):
+    x = jax.random.normal(jax.random.key(2), (40, 2))
+    labels = (x[:, 0] * x[:, 1] > 0).astype(jnp.int32)
+    m = dkm(dkm_layers(1), likelihood="categorical", num_classes=2, nu=1.0)
+    p, objs = m.fit(m.init(x[::4], labels), x, labels, num_steps=150, key=jax.random.key(3))
+    assert objs[-1] > objs[0]
+    pred = m.predict(p, None, None, x, key=jax.random.key(4))
+    assert float(jnp.mean(pred.probs.argmax(1) == labels)) > 0.7
+    from jaxbayes.parallel import shard_batch
+
+    xs = shard_batch(x, mesh8)
+    sharded = jax.jit(lambda pp, a: m.predict(pp, None, None, a, key=jax.random.key(4)))(p, xs)
+    np.testing.assert_allclose(sharded.probs, pred.probs, atol=1e-5)
+    np.testing.assert_allclose(sharded.var, pred.var, rtol=1e-4, atol=1e-6)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="nu must be finite and > 0"):
+        dkm(LAYERS, nu=-1.0)
+    with pytest.raises(ValueError, match="needs sparse=True"):
+        dkm(LAYERS, sparse=False, likelihood="categorical", num_classes=3)
+    m = dkm(LAYERS)
+    x, y, _ = _data()
+    p = m.init(x[:4], y)
+    with pytest.raises(ValueError, match="x1 must be finite"):
+        m.objective(p, x.at[0, 0].set(jnp.nan), y)
+    with pytest.raises(ValueError, match="per-point shape"):
+        m.objective(p, jnp.ones((14, 3)), y)

@@ -1,0 +1,140 @@
+"""GP inference vs explicit linear algebra and scipy; jitter policy; CG; batched/sharded prediction."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from jaxbayes.kernels import (
+    Dense,
+    ReLU,
+    cg_solve,
+    fit_hyperparameters,
+    gp_condition,
+    gp_posterior,
+    gp_predict,
+    gp_predict_batched,
+    gram,
+    infinite_ensemble_posterior,
+    jittered_cholesky,
+    log_marginal_likelihood,
+    serial,
+)
+
+NET = serial(Dense(1, 1.5, 0.2), ReLU(), Dense(1, 1.5, 0.2), ReLU(), Dense(1, 1.0, 0.1))
+
+
+def _data(key, n=12, m=5):
+    k1, k2 = jax.random.split(key)
+    x = jax.random.normal(k1, (n, 2))
+    xt = jax.random.normal(k2, (m, 2))
+    y = jnp.sin(2 * x[:, 0]) + 0.3 * x[:, 1]
+    return x, y, xt
+
+
+def test_posterior_and_marginal_likelihood_vs_numpy(key, x64):
+    x, y, xt = _data(key)
+    k, kx, kss = (np.asarray(NET.kernel_fn(a, b).nngp) for a, b in ((x, None), (xt, x), (xt, None)))
+    noise = 0.1
+    post = gp_posterior(k, y, kx, kss, noise=noise, jitter=0.0)
+    a = k + noise * np.eye(len(k))
+    np.testing.assert_allclose(post.mean, kx @ np.linalg.solve(a, np.asarray(y)), rtol=1e-10)
+    np.testing.assert_allclose(post.cov, kss - kx @ np.linalg.solve(a, kx.T), rtol=1e-9, atol=1e-12)
+    lml = log_marginal_likelihood(k, y, noise=noise, jitter=0.0)
+    np.testing.assert_allclose(lml, stats.multivariate_normal(np.zeros(len(k)), a).logpdf(np.asarray(y)),
+                               rtol=1e-10)
+    # two output columns = sum of the two log likelihoods; mean per column
+    y2 = jnp.stack([y, -2 * y], 1)
+    lml2 = log_marginal_likelihood(k, y2, noise=noise, jitter=0.0)
+    ref2 = sum(stats.multivariate_normal(np.zeros(len(k)), a).logpdf(np.asarray(c)) for c in y2.T)
+    np.testing.assert_allclose(lml2, ref2, rtol=1e-10)
+    diag = gp_posterior(k, y2, kx, np.diag(kss), noise=noise, full_cov=False, jitter=0.0)
+    np.testing.assert_allclose(diag.mean[:, 1], -2 * post.mean, rtol=1e-10)
+    np.testing.assert_allclose(diag.cov, np.diag(post.cov), rtol=1e-9, atol=1e-12)
+
+
+def test_cg_matches_cholesky(key, x64):
+    x, y, xt = _data(key, n=40)
+    k, kx, kss = (NET.kernel_fn(a, b).nngp for a, b in ((x, None), (xt, x), (xt, None)))
+    ref = gp_posterior(k, y, kx, kss, noise=0.05, jitter=0.0)
+    cg = gp_posterior(k, y, kx, kss, noise=0.05, jitter=0.0, solver="cg")
+    np.testing.assert_allclose(cg.mean, ref.mean, atol=1e-5)
+    np.testing.assert_allclose(cg.cov, ref.cov, atol=1e-5)
+    assert bool(cg.ok)
+    r = jax.jit(lambda a, b: cg_solve(a, b, tol=1e-10))(k + 0.05 * jnp.eye(40), y)
+    assert bool(r.converged) and 0 < int(r.n_iters) <= 400
+    np.testing.assert_allclose(r.x, np.linalg.solve(k + 0.05 * np.eye(40), y), rtol=1e-7)
+
+
+def test_jitter_policy_and_errors(x64):
+    # rank-one PSD matrix: the first (zero) jitter fails, a retry succeeds
+    a = jnp.ones((4, 4))
+    r = jittered_cholesky(a, jitter=0.0, max_tries=5)
+    assert bool(r.ok) and int(r.n_tries) >= 2 and float(r.jitter) > 0
+    np.testing.assert_allclose(r.chol @ r.chol.T, a + r.jitter * jnp.eye(4), atol=1e-12)
+    neg = -jnp.eye(3)
+    with pytest.raises(ValueError, match="k_train_train is not positive definite even after 3 jitter"):
+        gp_condition(neg, jnp.ones(3), max_tries=3)
+    out = jax.jit(lambda m: jittered_cholesky(m, max_tries=3))(neg)
+    assert not bool(out.ok) and int(out.n_tries) == 3
+    with pytest.raises(ValueError, match="noise must be finite and >= 0"):
+        gp_condition(jnp.eye(2), jnp.ones(2), noise=-1.0)
+    with pytest.raises(ValueError, match="k_train_train must be finite"):
+        gp_condition(jnp.eye(2).at[0, 0].set(jnp.nan), jnp.ones(2))
+    with pytest.raises(ValueError, match="y_train must have 2 rows"):
+        gp_condition(jnp.eye(2), jnp.ones(3))
+
+
+def test_batched_and_sharded_prediction(key, mesh8, x64):
+    x, y, xt = _data(key, n=20, m=13)
+    km = gram(NET.kernel_fn, x)
+    cond = gp_condition(km.nngp, y, noise=0.1)
+    ref = gp_predict(cond, NET.kernel_fn(xt, x).nngp, jnp.diagonal(NET.kernel_fn(xt).nngp), full_cov=False)
+    one = gp_predict_batched(NET.kernel_fn, cond, x, xt, batch_size=4)
+    eight = jax.jit(lambda c, a, b: gp_predict_batched(NET.kernel_fn, c, a, b, mesh=mesh8))(cond, x, xt)
+    for out in (one, eight):
+        np.testing.assert_allclose(out.mean, ref.mean, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(out.cov, ref.cov, rtol=1e-8, atol=1e-12)
+
+
+def test_sharded_gram_equals_unbatched(key, mesh8, x64):
+    x, _, xt = _data(key, n=37, m=11)
+    ref = NET.kernel_fn(x, xt)
+    for mesh in (None, mesh8):
+        out = jax.jit(lambda a, b, m=mesh: gram(NET.kernel_fn, a, b, block_size=4, mesh=m))(x, xt)
+        np.testing.assert_allclose(np.asarray(out.nngp), ref.nngp, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(np.asarray(out.ntk), ref.ntk, rtol=1e-12, atol=1e-14)
+
+
+def test_infinite_ensemble(key, x64):
+    x, y, xt = _data(key)
+    ktt, kxt, kxx = NET.kernel_fn(x), NET.kernel_fn(xt, x), NET.kernel_fn(xt)
+    nngp = infinite_ensemble_posterior(ktt, y, kxt, kxx, get="nngp")
+    ref = gp_posterior(ktt.nngp, y, kxt.nngp, kxx.nngp, jitter=0.0)
+    np.testing.assert_allclose(nngp.mean, ref.mean, rtol=1e-8)
+    ntk = infinite_ensemble_posterior(ktt, y, kxt, kxx, get="ntk")
+    t, tx, k, kx, kss = (np.asarray(a) for a in (ktt.ntk, kxt.ntk, ktt.nngp, kxt.nngp, kxx.nngp))
+    tinv = np.linalg.inv(t)
+    np.testing.assert_allclose(ntk.mean, tx @ tinv @ np.asarray(y), rtol=1e-7)
+    cov = kss - tx @ tinv @ kx.T - kx @ tinv @ tx.T + tx @ tinv @ k @ tinv @ tx.T
+    np.testing.assert_allclose(ntk.cov, cov, rtol=1e-6, atol=1e-8)
+    # a linear model (one Dense layer) has NTK = NNGP: the ensemble is the GP posterior
+    lin = Dense(1, 1.3, 0.4)
+    a, b, c = lin.kernel_fn(x[:2]), lin.kernel_fn(xt, x[:2]), lin.kernel_fn(xt)
+    e = infinite_ensemble_posterior(a, y[:2], b, c, get="ntk")
+    g = gp_posterior(a.nngp, y[:2], b.nngp, c.nngp, jitter=0.0)
+    np.testing.assert_allclose(e.cov, g.cov, atol=1e-10)
+
+
+def test_fit_noise_by_marginal_likelihood(key, x64):
+    from scipy.optimize import minimize_scalar
+
+    x, y, _ = _data(key, n=30)
+    y = y + 0.3 * jax.random.normal(jax.random.key(7), y.shape)
+    k = NET.kernel_fn(x).nngp
+    loss = lambda p: -log_marginal_likelihood(k, y, noise=jnp.exp(p), jitter=1e-9)
+    res = fit_hyperparameters(loss, jnp.array(0.0), num_steps=400)
+    best = minimize_scalar(lambda p: float(loss(p)), bounds=(-5, 2), method="bounded").x
+    np.testing.assert_allclose(res.params, best, atol=2e-2)
+    assert res.losses[-1] < res.losses[0]
