@@ -1,5 +1,6 @@
 """The pillars' pod-job kinds: the example job files validate, and each kind runs and resumes exactly."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -36,3 +37,16 @@ def test_vi_softmax_regression_learns_and_resumes(tmp_path):
     resumed = run(tmp_path, "vi.softmax_regression", params, name="resumed", resume=True)
     assert resumed["resumed_from"] == 2
     assert resumed["metrics"]["test_nll"] == full["metrics"]["test_nll"]
+
+
+def test_ot_sinkhorn_batch_converges_and_resumes(tmp_path):
+    params = "num_problems = 24\nproblems_per_step = 8\nn = 64\nepsilon = 0.05"
+    full = run(tmp_path, "ot.sinkhorn_batch", params, name="full", every=0)
+    m = full["metrics"]
+    assert m["num_problems"] == 24 and m["converged_fraction"] == 1.0 and m["max_marginal_error"] <= 1e-3
+    # entropic cost of samples >= 0 and of the order of the closed-form W2^2 of the sampling Gaussians
+    assert 0 < m["mean_transport_cost"] < 3 * m["mean_closed_form_w2"]
+    run(tmp_path, "ot.sinkhorn_batch", params, name="part")
+    shutil.rmtree(tmp_path / "part" / "checkpoints" / "3")  # as if the run had died after step 2's checkpoint
+    resumed = run(tmp_path, "ot.sinkhorn_batch", params, name="part", resume=True)
+    assert resumed["resumed_from"] == 2 and resumed["metrics"] == full["metrics"]

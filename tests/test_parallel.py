@@ -106,3 +106,18 @@ def test_bad_input(mesh8):
         parallel.data_parallel(lambda a, b: a + b, mesh8)(jnp.ones(3), jnp.ones(4))
     with pytest.raises(ValueError, match="pad"):
         parallel.shard_batch(jnp.ones(5), mesh8)
+
+
+def test_data_parallel_accepts_loops_with_constant_initial_carry(key, mesh8):
+    def newton_sqrt(v):  # a while_loop whose carry starts from constants, as iterative solvers do
+        def body(c):
+            x, i = c
+            return 0.5 * (x + v / x), i + 1
+
+        x, i = jax.lax.while_loop(lambda c: (jnp.abs(c[0] ** 2 - v) > 1e-5) & (c[1] < 50), body, (1.0, 0))
+        return x, i
+
+    v = jnp.linspace(1.0, 100.0, 16)
+    x, iters = jax.jit(parallel.data_parallel(newton_sqrt, mesh8))(v)
+    np.testing.assert_allclose(x, jnp.sqrt(v), rtol=1e-5)
+    assert int(iters.min()) < int(iters.max())  # the loop length depends on the data

@@ -96,8 +96,10 @@ def data_parallel(
             return jax.lax.psum(summed, axis_name)
 
         out_specs = PartitionSpec(axis_name) if reduce is None else PartitionSpec()
+        # check_vma=False: per-sample functions often start loop carries from constants (zeros potentials,
+        # iteration counters); with the check on, every such carry would need an explicit pcast.
         out = jax.shard_map(local, mesh=mesh, in_specs=(PartitionSpec(axis_name), *specs),
-                            out_specs=out_specs)(weight, *full)
+                            out_specs=out_specs, check_vma=False)(weight, *full)
         if reduce is None:
             return jax.tree.map(lambda o: o[:n], out)
         return out if reduce == "sum" else jax.tree.map(lambda o: o / n, out)
