@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from jaxbayes.sde import (
-    SubVPSDE,
     VESDE,
     VPSDE,
+    SubVPSDE,
     analytic,
     bits_per_dim,
     decode,
