@@ -45,7 +45,8 @@ def test_samples_identical_on_one_and_eight_devices(mesh8):
         single = jax.jit(lambda k, s=sampler: sample_batch(s, k, 13))(key)  # 13: padded to 16 on 8 devices
         sharded = jax.jit(lambda k, s=sampler: sample_batch(s, k, 13, mesh=mesh8))(key)
         assert sharded.samples.shape == (13, 2)
-        np.testing.assert_allclose(sharded.samples, single.samples, rtol=1e-6, atol=1e-6)
+        # Same random numbers; XLA may round float32 differently for other per-device batch widths.
+        np.testing.assert_allclose(sharded.samples, single.samples, rtol=1e-4, atol=1e-4)
         np.testing.assert_array_equal(sharded.nfe, single.nfe)
     # Adaptive solves (data-dependent loop lengths) run per device under shard_map.
     lik = data_parallel(lambda k, x: log_likelihood(k, SCORE, SDE, x).logp, mesh8)
