@@ -122,7 +122,7 @@ class PseudoLabels(NamedTuple):
     Attributes:
       labels: ``(N,)`` cluster index ``argmax_k Q_ik``.
       weights: ``(N,)`` fraction of each sample's mass sent to real clusters (``N * sum_k Q_ik``, in [0, 1]).
-      selected: ``(N,)`` samples with ``weights > 0.5`` (trusted pseudo-labels).
+      selected: ``(N,)`` the ``round(mass * N)`` samples with the largest ``weights`` (trusted pseudo-labels).
       plan: ``(N, K)`` the partial plan Q.
       cluster_mass: ``(K,)`` column sums of Q.
       output: the :class:`SinkhornOutput` of the ``(N, K + 1)`` problem.
@@ -192,4 +192,6 @@ def pseudo_labels(log_probs: ArrayLike, *, mass: ArrayLike, epsilon: ArrayLike =
     n, k = lp.shape
     plan = q[:, :k]
     weights = n * jnp.sum(plan, axis=1)
-    return PseudoLabels(jnp.argmax(plan, axis=1), weights, weights > 0.5, plan, jnp.sum(plan, axis=0), out)
+    ranks = jnp.argsort(jnp.argsort(-weights))
+    selected = ranks < jnp.round(jnp.asarray(mass, weights.dtype) * n)
+    return PseudoLabels(jnp.argmax(plan, axis=1), weights, selected, plan, jnp.sum(plan, axis=0), out)
