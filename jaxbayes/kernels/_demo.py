@@ -34,10 +34,18 @@ def _gauss_nll(mean, var, y):
     return float(np.mean(0.5 * np.log(2 * np.pi * var) + 0.5 * (y - mean) ** 2 / var))
 
 
+@jax.jit
+def _fit_noise_jit(k, y):
+    res = fit_hyperparameters(lambda p: -log_marginal_likelihood(k, y, noise=jnp.exp(p), max_tries=1),
+                              jnp.array(-1.0), num_steps=100)
+    return jnp.exp(res.params)
+
+
 def _fit_noise(k, y):
-    res = fit_hyperparameters(lambda p: -log_marginal_likelihood(k, y, noise=jnp.exp(p)), jnp.array(-1.0),
-                              num_steps=100)
-    return float(jnp.exp(res.params))
+    return float(_fit_noise_jit(k, y))
+
+
+_fit_t = jax.jit(lambda k, y, noise: fit_student_t(k, y, noise=noise, num_steps=100))
 
 
 def _regression(name: str, quick: bool) -> dict:
@@ -55,7 +63,7 @@ def _regression(name: str, quick: bool) -> dict:
                    "nll": _gauss_nll(np.asarray(p.mean), np.asarray(p.cov) + s2, yt)}
     # Student-t process with fitted (alpha, beta); noise relative to the scale
     kscale = float(jnp.mean(jnp.diagonal(k)))
-    a, b, _ = fit_student_t(k / kscale, y, noise=s2 / kscale, num_steps=100)
+    a, b, _ = _fit_t(k / kscale, y, s2 / kscale)
     t = student_t_posterior(k / kscale, y, kx / kscale, kss / kscale, alpha=a, beta=b, noise=s2 / kscale,
                             full_cov=False)
     out["student_t"] = {"rmse": float(np.sqrt(np.mean((t.mean - yt) ** 2))),
@@ -66,7 +74,8 @@ def _regression(name: str, quick: bool) -> dict:
         kr = serial(Dense(1, 1.0, 0.0), Rbf(jnp.exp(q[0]))).kernel_fn(x).nngp
         return -log_marginal_likelihood(kr, y, noise=jnp.exp(q[1]))
 
-    q = fit_hyperparameters(rbf_loss, jnp.array([-1.0, -1.0]), num_steps=100 if quick else 200).params
+    q = jax.jit(lambda q0: fit_hyperparameters(rbf_loss, q0, num_steps=100 if quick else 200).params)(
+        jnp.array([-1.0, -1.0]))
     rbf = serial(Dense(1, 1.0, 0.0), Rbf(jnp.exp(q[0])))
     pr = gp_posterior(rbf.kernel_fn(x).nngp, y, rbf.kernel_fn(xt, x).nngp, jnp.diagonal(rbf.kernel_fn(xt).nngp),
                       noise=jnp.exp(q[1]), full_cov=False)
@@ -74,8 +83,9 @@ def _regression(name: str, quick: bool) -> dict:
                      "nll": _gauss_nll(np.asarray(pr.mean), np.asarray(pr.cov) + float(jnp.exp(q[1])), yt)}
     # sparse DKM initialised at the NNGP
     m = dkm(dkm_layers(2, W_std=1.4, b_std=0.1), sparse=True, nu=float(x.shape[0]) / 10, noise=s2)
-    params, _ = m.fit(m.init(x[:: max(1, x.shape[0] // 64)], y), x, y, num_steps=40 if quick else 200)
-    pd = m.predict(params, x, y, xt)
+    fit = jax.jit(lambda p0, a, b: m.fit(p0, a, b, num_steps=40 if quick else 200))
+    params, _ = fit(m.init(x[:: max(1, x.shape[0] // 64)], y), x, y)
+    pd = jax.jit(m.predict)(params, x, y, xt)
     nd = float(jnp.exp(params.log_noise))
     out["dkm"] = {"rmse": float(np.sqrt(np.mean((pd.mean[:, 0] - yt) ** 2))),
                   "nll": _gauss_nll(np.asarray(pd.mean[:, 0]), np.asarray(pd.var) + nd, yt)}
@@ -104,7 +114,7 @@ def demo(outdir: pathlib.Path, *, quick: bool = False) -> dict:
     s2 = _fit_noise(k, y1)
     g = gp_posterior(k, y1, kx, kss, noise=s2, full_cov=False)
     sc = float(jnp.mean(jnp.diagonal(k)))
-    a, b, _ = fit_student_t(k / sc, y1, noise=s2 / sc, num_steps=100)
+    a, b, _ = _fit_t(k / sc, y1, s2 / sc)
     t = student_t_posterior(k / sc, y1, kx / sc, kss / sc, alpha=a, beta=b, noise=s2 / sc, full_cov=False)
     fig, ax = figure(ncols=2)
     for axis, mean, var, label in ((ax[0][0], g.mean, g.cov + s2, "NNGP GP"),
@@ -125,7 +135,7 @@ def demo(outdir: pathlib.Path, *, quick: bool = False) -> dict:
     k = net.kernel_fn(x).nngp
     s2 = _fit_noise(k, y)
     sc = float(jnp.mean(jnp.diagonal(k)))
-    a, b, _ = fit_student_t(k / sc, y, noise=s2 / sc, num_steps=100)
+    a, b, _ = _fit_t(k / sc, y, s2 / sc)
     shifts = [0.0, 1.0, 2.0, 4.0, 8.0]
     nll_g, nll_t = [], []
     for s in shifts:
@@ -151,9 +161,9 @@ def demo(outdir: pathlib.Path, *, quick: bool = False) -> dict:
     xct, yct = jnp.asarray(dg.x_test), np.asarray(dg.y_test)
     m = dkm(dkm_layers(1, W_std=1.4), likelihood="categorical", num_classes=10, nu=1.0,
             optimizer=__import__("optax").adam(2e-2))
-    params, objs = m.fit(m.init(xc[:: max(1, n_tr // 60)], yc), xc, yc, num_steps=60 if quick else 300,
-                         key=jax.random.key(0))
-    pred = m.predict(params, None, None, xct, key=jax.random.key(1))
+    fit = jax.jit(lambda p0, a, b, k: m.fit(p0, a, b, num_steps=60 if quick else 300, key=k))
+    params, objs = fit(m.init(xc[:: max(1, n_tr // 60)], yc), xc, yc, jax.random.key(0))
+    pred = jax.jit(lambda p, a, k: m.predict(p, None, None, a, key=k))(params, xct, jax.random.key(1))
     probs = np.asarray(pred.probs)
     metrics["digits_dkm"] = {"accuracy": float(np.mean(probs.argmax(1) == yct)),
                              "nll": float(-np.mean(np.log(probs[np.arange(len(yct)), yct] + 1e-12)))}
