@@ -35,7 +35,7 @@ LEVELS = 17  # digits pixels are k / 16, k = 0..16
 
 def _grid(ax, images, title):
     n = int(math.ceil(math.sqrt(len(images))))
-    canvas = np.ones((n * 9, n * 9))
+    canvas = np.zeros((n * 9, n * 9))
     for i, img in enumerate(images):
         r, c = divmod(i, n)
         canvas[r * 9:r * 9 + 8, c * 9:c * 9 + 8] = np.clip(img.reshape(8, 8), 0, 1)
