@@ -60,7 +60,8 @@ def gram(kernel_fn: Callable, x1: ArrayLike, x2: ArrayLike | None = None, *, blo
     Args:
       kernel_fn: ``(x1, x2) -> Kernel`` with vector outputs (e.g. ``serial(...).kernel_fn``).
       x1: inputs ``(n, ...)``.
-      x2: inputs ``(m, ...)``; ``x1`` if omitted (the symmetric Gram matrix).
+      x2: inputs ``(m, ...)``; ``x1`` if omitted (the symmetric Gram matrix, whose diagonal is then
+        computed from each point's own kernel, exactly as ``kernel_fn(x1)`` does).
       block_size: tile edge (rows per tile on each device and columns per tile); ``None`` for no tiling.
       mesh: a mesh whose ``axis_name`` axis splits the rows of ``x1``; the result comes back row-sharded
         over it (``jax.device_get`` or ``np.asarray`` gathers it on the host). ``None``: one device.
@@ -83,6 +84,7 @@ def gram(kernel_fn: Callable, x1: ArrayLike, x2: ArrayLike | None = None, *, blo
     if block_size is not None:
         block_size = check_int_range("block_size", block_size, 1)
     x1, x2 = _validate_inputs(x1, x2)
+    symmetric = x2 is None
     x2 = x1 if x2 is None else x2
 
     def rows(xa, xb):
@@ -93,12 +95,24 @@ def gram(kernel_fn: Callable, x1: ArrayLike, x2: ArrayLike | None = None, *, blo
         return jax.tree.map(lambda a: a.reshape(-1, a.shape[-1])[:n_local], out)
 
     if mesh is None:
-        return rows(x1, x2)
-    size = mesh.shape[axis_name]
-    padded, n = pad_to_multiple(x1, size)
-    out = jax.shard_map(rows, mesh=mesh, in_specs=(PartitionSpec(axis_name), PartitionSpec()),
-                        out_specs=PartitionSpec(axis_name), check_vma=False)(padded, x2)
-    return jax.tree.map(lambda a: a[:n], out)
+        out = rows(x1, x2)
+    else:
+        size = mesh.shape[axis_name]
+        padded, n = pad_to_multiple(x1, size)
+        out = jax.shard_map(rows, mesh=mesh, in_specs=(PartitionSpec(axis_name), PartitionSpec()),
+                            out_specs=PartitionSpec(axis_name), check_vma=False)(padded, x2)
+        out = jax.tree.map(lambda a: a[:n], out)
+    if symmetric:
+        # A tile sees x1[I] and x2[J] as different inputs, so a point paired with itself gets
+        # sqrt(q^2 - c^2) from rounding (~sqrt(eps) relative). Use each point's exact self kernel instead.
+        def own(xi):
+            k = kernel_fn(xi[None])
+            return k.nngp[0, 0], k.ntk[0, 0]
+
+        dn, dt = jax.lax.map(own, x1, batch_size=block_size)
+        idx = jnp.arange(x1.shape[0])
+        out = KernelMatrices(out.nngp.at[idx, idx].set(dn), out.ntk.at[idx, idx].set(dt))
+    return out
 
 
 __all__ = ["KernelMatrices", "gram"]

@@ -101,10 +101,14 @@ def test_batched_and_sharded_prediction(key, mesh8, x64):
 def test_sharded_gram_equals_unbatched(key, mesh8, x64):
     x, _, xt = _data(key, n=37, m=11)
     ref = NET.kernel_fn(x, xt)
+    ref_sym = NET.kernel_fn(x)
     for mesh in (None, mesh8):
         out = jax.jit(lambda a, b, m=mesh: gram(NET.kernel_fn, a, b, block_size=4, mesh=m))(x, xt)
         np.testing.assert_allclose(np.asarray(out.nngp), ref.nngp, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(np.asarray(out.ntk), ref.ntk, rtol=1e-12, atol=1e-14)
+        sym = jax.jit(lambda a, m=mesh: gram(NET.kernel_fn, a, block_size=4, mesh=m))(x)
+        np.testing.assert_allclose(np.asarray(sym.nngp), ref_sym.nngp, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(np.asarray(sym.ntk), ref_sym.ntk, rtol=1e-12, atol=1e-14)
 
 
 def test_infinite_ensemble(key, x64):
