@@ -1,0 +1,166 @@
+"""OT benchmark: Sinkhorn vs ott-jax and POT on the same point clouds (wall time, iterations); peak memory of
+the matrix-free mode (fresh process, RSS); sparsity-constrained OT vs POT's ot.smooth (NumPy + SciPy L-BFGS-B).
+
+All Sinkhorn solvers get the same absolute epsilon (a fraction of the mean cost), the same L1 marginal
+threshold and the same iteration cap. ott-jax checks its error every 10 iterations (its default), we check
+every iteration (free in our formulation), POT every 10 (its default).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks.harness import record, time_fn
+from jaxbayes import _plotting, ot
+
+THRESHOLD = 1e-3
+
+
+def _clouds(n: int, d: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (rng.normal(size=(n, d)) * 0.8 + 0.5).astype(np.float32)
+    return x, y
+
+
+def _sinkhorn_rows(quick: bool) -> list[dict]:
+    from ott.geometry import pointcloud as ott_pc
+    from ott.problems.linear import linear_problem
+    from ott.solvers.linear import sinkhorn as ott_sinkhorn
+
+    rows = []
+    max_iter = 1000
+    cases = [(n, d, e) for n in ((1000, 2000, 4000) if quick else (1000, 4000, 16000))
+             for d in (2, 64) for e in (0.01, 0.001)]
+    if quick:  # keep the quick run inside its time budget: the hardest setting only at n <= 2000
+        cases = [c for c in cases if not (c[0] == 4000 and c[2] == 0.001)]
+    ours = jax.jit(lambda x, y, eps: ot.sinkhorn(ot.pointcloud(x, y), epsilon=eps, relative_epsilon=False,
+                                                 threshold=THRESHOLD, max_iterations=max_iter))
+    solver = ott_sinkhorn.Sinkhorn(threshold=THRESHOLD, max_iterations=max_iter)
+    theirs = jax.jit(lambda x, y, eps: solver(linear_problem.LinearProblem(ott_pc.PointCloud(x, y, epsilon=eps))))
+    for n, d, rel in cases:
+        x, y = _clouds(n, d)
+        eps = float(rel * ot.pointcloud(x, y).cost_scale())
+        case = f"n={n} d={d} eps={rel}*mean(C)"
+        repeats = 3 if n <= 2000 else 1
+        t, out = time_fn(ours, x, y, eps, repeats=repeats)
+        rows.append(record("sinkhorn", case, "jaxbayes", t, iterations=int(out.n_iters),
+                           converged=bool(out.converged), cost=float(out.cost), error=float(out.error)))
+        t, o = time_fn(theirs, x, y, eps, repeats=repeats)
+        rows.append(record("sinkhorn", case, "ott-jax", t, iterations=int(o.n_iters), converged=bool(o.converged),
+                           cost=float(o.reg_ot_cost), cost_rel_diff=abs(float(o.reg_ot_cost) / float(out.cost) - 1)))
+        if n <= (1000 if quick else 4000):
+            import ot as pot
+
+            a = np.full(n, 1.0 / n)
+            c = np.asarray(ot.SqEuclidean().pairwise(jnp.asarray(x, jnp.float32), jnp.asarray(y)), np.float64)
+
+            def pot_solve():
+                return pot.bregman.sinkhorn_log(a, a, c, eps, numItermax=max_iter, stopThr=THRESHOLD, log=True,
+                                                warn=False)
+
+            t, (plan, log) = time_fn(pot_solve, repeats=1, warmup=1)
+            rows.append(record("sinkhorn", case, "POT", t, iterations=int(log.get("niter", -1)),
+                               cost=float(np.sum(plan * c)), note="POT log-domain (sinkhorn_log), float64 NumPy"))
+    return rows
+
+
+_MEMORY_SCRIPT = textwrap.dedent("""
+    import json, resource, sys, time
+    import jax, jax.numpy as jnp
+    from jaxbayes import ot
+    n, chunk, iters = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    kx, ky = jax.random.split(jax.random.key(0))
+    x = jax.random.normal(kx, (n, 2)); y = jax.random.normal(ky, (n, 2)) + 1.0
+    solve = jax.jit(lambda x, y: ot.sinkhorn(ot.pointcloud(x, y, chunk_size=chunk), epsilon=0.05,
+                                             max_iterations=iters, fixed_iterations=True))
+    t0 = time.perf_counter(); out = jax.block_until_ready(solve(x, y)); t = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(json.dumps({"peak_rss_gb": rss, "time_s": t, "iterations": int(out.n_iters),
+                      "error": float(out.error), "dense_matrix_gb": n * n * 4 / 2**30}))
+""")
+
+
+def _memory_rows(quick: bool) -> list[dict]:
+    rows = []
+    for n in ((10000,) if quick else (10000, 50000)):
+        iters = 3 if n > 20000 else 5
+        proc = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(n), "2048", str(iters)],
+                              capture_output=True, text=True, timeout=3000)
+        if proc.returncode:
+            rows.append(record("sinkhorn_matrix_free_memory", f"n={n} d=2", "jaxbayes", error=proc.stderr[-300:]))
+            continue
+        m = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append(record("sinkhorn_matrix_free_memory", f"n={n} d=2 chunk=2048 {iters} iterations", "jaxbayes",
+                           **m))
+    return rows
+
+
+def _sparse_rows(quick: bool) -> list[dict]:
+    import warnings
+
+    import ot as pot
+
+    rows = []
+    k, max_iter = 5, 500
+    for n in ((500, 1000) if quick else (500, 1000, 2000)):
+        x, y = _clouds(n, 2, seed=1)
+        c = np.asarray(((x[:, None] - y[None]) ** 2).sum(-1), np.float64)
+        c = c / c.mean()
+        a = np.full(n, 1.0 / n)
+        gamma = 1.0 / n  # regulariser of the order of the transport cost for plans with entries ~ 1/n
+        with jax.enable_x64(True):
+            solve = jax.jit(lambda c: ot.sparse_ot(c, k=k, gamma=gamma, tol=1e-9, max_iterations=max_iter))
+            cj = jnp.asarray(c)
+            t, out = time_fn(solve, cj, repeats=3)
+            ours_val = float(out.dual_cost)
+            rows.append(record("sparse_ot", f"n={n} k={k} dual", "jaxbayes", t, iterations=int(out.n_iters),
+                               objective=ours_val, marginal_error=float(out.marginal_error_a + out.marginal_error_b),
+                               max_nnz_per_column=int((np.asarray(out.plan) > 0).sum(0).max())))
+
+        def pot_solve():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return pot.smooth.smooth_ot_dual(a, a, c, gamma, reg_type="sparsity_constrained", max_nz=k,
+                                                 stopThr=1e-9, numItermax=max_iter, log=True)
+
+        t, (plan, log) = time_fn(pot_solve, repeats=1, warmup=1)
+        val = pot.smooth.dual_obj_grad(log["alpha"], log["beta"], a, a, c, pot.smooth.SparsityConstrained(k, gamma))[0]
+        rows.append(record("sparse_ot", f"n={n} k={k} dual", "POT", t, iterations=int(log["res"].nit),
+                           objective=float(val), objective_rel_diff=abs(val / ours_val - 1),
+                           note="ot.smooth.smooth_ot_dual, SciPy L-BFGS-B"))
+    return rows
+
+
+def _plot(rows: list[dict], outdir: pathlib.Path) -> None:
+    fig, axes = _plotting.figure(2, 1, size=3.8)
+    for ax, bench in zip(axes[0], ("sinkhorn", "sparse_ot"), strict=True):
+        sel = [r for r in rows if r["benchmark"] == bench and "time_s" in r]
+        cases = list(dict.fromkeys(r["case"] for r in sel))
+        impls = list(dict.fromkeys(r["impl"] for r in sel))
+        for i, impl in enumerate(impls):
+            times = [next((r["time_s"] for r in sel if r["case"] == c and r["impl"] == impl), np.nan) for c in cases]
+            ax.bar(np.arange(len(cases)) + 0.8 * i / len(impls), times, 0.8 / len(impls), label=impl)
+        ax.set_yscale("log")
+        ax.set_xticks(np.arange(len(cases)) + 0.4 - 0.4 / max(len(impls), 1))
+        ax.set_xticklabels(cases, rotation=70, fontsize=6)
+        ax.set_ylabel("seconds (median)")
+        ax.set_title(bench, fontsize=9)
+        ax.legend(fontsize=7)
+    _plotting.save(fig, outdir / "bench_ot.png")
+
+
+def run(outdir: pathlib.Path, *, quick: bool) -> list[dict]:
+    """Run the OT benchmarks; returns records and writes ``bench_ot.png`` into ``outdir``."""
+    outdir = pathlib.Path(outdir)
+    rows = _sinkhorn_rows(quick) + _memory_rows(quick) + _sparse_rows(quick)
+    _plot(rows, outdir)
+    return rows
