@@ -69,7 +69,7 @@ def _classification_metrics(probs, y, probs_ood):
 def digits_bnn(outdir: pathlib.Path, *, quick: bool) -> dict:
     ds = datasets.load("digits", standardize=False)
     n = len(ds.y_train)
-    steps = 800 if quick else 3000
+    steps = 600 if quick else 3000
     batch, chunks, samples = 128, 4, 16 if quick else 32
     module = DigitsMLP()
     # kl_weight < 1 with warm-up: with 84k weights and 1.4k images a full-weight mean-field KL underfits badly
@@ -123,7 +123,7 @@ def logistic_regression(outdir: pathlib.Path, *, quick: bool) -> dict:
         logits = x @ w
         return jnp.sum(y * jax.nn.log_sigmoid(logits) + (1 - y) * jax.nn.log_sigmoid(-logits))
 
-    steps = 800 if quick else 3000
+    steps = 600 if quick else 3000
     alg = fullrank_vi(loglik, optax.adam(optax.cosine_decay_schedule(2e-2, steps, 0.01)), num_samples=8,
                       prior=GaussianPrior(0.0, 1.0))
     state, infos = jax.jit(lambda s: fit(jax.random.key(0), alg, s, steps))(alg.init(jnp.zeros(x.shape[1])))

@@ -34,6 +34,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxbayes._checks import check_choice, check_int_range, check_positive, concrete_value
 from jaxbayes.typing import Array, ArrayLike, PRNGKey, PyTree
+from jaxbayes.vi._families import _broadcast_prior
 
 
 class GaussianPrior(NamedTuple):
@@ -47,8 +48,6 @@ class GaussianPrior(NamedTuple):
 
     def log_prob(self, x: PyTree) -> Array:
         """Log-density of one parameter pytree."""
-        from jaxbayes.vi._families import _broadcast_prior
-
         flat = ravel_pytree(x)[0]
         m = _broadcast_prior(self.mean, x)
         s = _broadcast_prior(self.scale, x)

@@ -33,12 +33,12 @@ def test_local_reparameterisation_moments_of_dense_layer(x64, key):
     q = q._replace(log_scale=jax.tree.map(lambda s: s + 0.1 * jnp.arange(s.size).reshape(s.shape), q.log_scale))
     mean = x @ q.mean["kernel"] + q.mean["bias"]
     sd = jnp.sqrt(x**2 @ q.scale()["kernel"] ** 2 + q.scale()["bias"] ** 2)
-    keys = jax.random.split(jax.random.key(1), 20_000)
+    keys = jax.random.split(jax.random.key(1), 10_000)
     for method in ("local", "flipout", "sample"):
         outs = np.asarray(jax.jit(jax.vmap(lambda k, m=method: vi.bnn_apply(k, module, q, x, method=m)))(keys))
         se = np.asarray(sd) / np.sqrt(len(keys))
         assert np.all(np.abs(outs.mean(0) - mean) < 5 * se), method
-        np.testing.assert_allclose(outs.std(0), sd, rtol=0.03)
+        np.testing.assert_allclose(outs.std(0), sd, rtol=0.04)  # sd of an sd estimate: 0.7%
 
 
 def test_conv_flipout_exact_and_local_per_position_marginals(key):
@@ -46,18 +46,18 @@ def test_conv_flipout_exact_and_local_per_position_marginals(key):
     module = ConvNet()
     x = jnp.linspace(-1, 1, 2 * 5 * 5).reshape(2, 5, 5, 1)
     q = vi.bnn_init(key, module, x, init_scale=0.2)
-    keys = jax.random.split(jax.random.key(1), 4000)
+    keys = jax.random.split(jax.random.key(1), 2000)
     run = lambda mod, qq, m: np.asarray(jax.jit(jax.vmap(lambda k: vi.bnn_apply(k, mod, qq, x, method=m)))(keys))
     ref, flip = run(module, q, "sample"), run(module, q, "flipout")
     tol = 5 * ref.std(0) / np.sqrt(len(keys))
     assert np.all(np.abs(flip.mean(0) - ref.mean(0)) < 2 * tol)
-    np.testing.assert_allclose(flip.std(0), ref.std(0), rtol=0.06)
+    np.testing.assert_allclose(flip.std(0), ref.std(0), rtol=0.08)  # ~5 standard errors of an sd
     # Local reparameterisation of a conv layer has the exact marginal at every output position (positions are
     # sampled independently, which ignores weight sharing across positions; see the module docstring).
     conv = nn.Conv(2, (3, 3))
     qc = vi.bnn_init(key, conv, x, init_scale=0.3)
     ref, loc = run(conv, qc, "sample"), run(conv, qc, "local")
-    np.testing.assert_allclose(loc.std(0), ref.std(0), rtol=0.06)
+    np.testing.assert_allclose(loc.std(0), ref.std(0), rtol=0.08)
     assert np.all(np.abs(loc.mean(0) - ref.mean(0)) < 10 * ref.std(0) / np.sqrt(len(keys)))
 
 
@@ -67,7 +67,7 @@ def test_bnn_vi_learns_and_predicts_with_bounded_chunks(key):
     y = (x[:, 0] + x[:, 1] > 0).astype(jnp.int32) + (x[:, 0] > 1.0).astype(jnp.int32)
     alg = vi.bnn_vi(MLP(), optax.adam(2e-2), num_data=200, prior_scale=1.0)
     state = alg.init(k2, x[:1])
-    state, infos = vi.fit(jax.random.key(0), alg, state, 200, data=(x, y))
+    state, infos = vi.fit(jax.random.key(0), alg, state, 120, data=(x, y))
     assert bool(infos.finite.all()) and int(state.num_skipped) == 0
     probs = jax.jit(lambda s: alg.predict(jax.random.key(9), s, x, num_samples=16, chunk_size=4))(state)
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)

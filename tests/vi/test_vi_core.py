@@ -128,14 +128,14 @@ def test_renyi_bound_between_elbo_and_log_evidence(x64):
     x, y, lam, sigma, mu, log_z = conjugate_problem()
     q = meanfield_optimum(mu, lam)
     logp = log_joint(x, y)
-    keys = jax.random.split(jax.random.key(0), 200)
+    keys = jax.random.split(jax.random.key(0), 100)
     single = np.asarray(jax.jit(jax.vmap(lambda k: vi.elbo(k, q, logp, num_samples=1, stl=False)))(keys))
     kl_opt = 0.5 * (np.sum(np.log(np.diag(lam))) - np.linalg.slogdet(lam)[1])
     # Monte-Carlo estimate of the exact mean-field ELBO log Z - KL, within 4 standard errors
     assert abs(single.mean() - (log_z - kl_opt)) < 4 * single.std() / np.sqrt(len(single))
-    renyi = jax.jit(jax.vmap(lambda k, a: vi.elbo(k, q, logp, num_samples=500, objective="renyi", alpha=a),
+    renyi = jax.jit(jax.vmap(lambda k, a: vi.elbo(k, q, logp, num_samples=200, objective="renyi", alpha=a),
                              in_axes=(0, None)))
-    iw, half = jnp.mean(renyi(keys[:20], 0.0)), jnp.mean(renyi(keys[:20], 0.5))
+    iw, half = jnp.mean(renyi(keys[:10], 0.0)), jnp.mean(renyi(keys[:10], 0.5))
     assert log_z - kl_opt < float(half) < float(iw) < log_z
     # at the exact posterior every bound equals log Z
     np.testing.assert_allclose(vi.elbo(keys[0], exact_fullrank(mu, sigma), logp, num_samples=5,
