@@ -239,7 +239,7 @@ def bnn(quick: bool) -> list[dict]:
     draws = bj.sample(jax.random.key(1), st, 16)
     rows.append(record(BENCH, "bnn/meanfield", "blackjax", t, steps=steps,
                        test_accuracy=accuracy(jax.jit(mc_probs)(draws)),
-                       note="init rho=0 (sigma=1), its default"))
+                       note="default init: mu = flax init, sigma = exp(-2)"))
 
     def model(h, labels=None):
         ws = []
