@@ -32,6 +32,7 @@ from jaxbayes.ot._sparse import SparseOTOutput as SparseOTOutput
 from jaxbayes.ot._sparse import quadratic_ot as quadratic_ot
 from jaxbayes.ot._sparse import sparse_ot as sparse_ot
 from jaxbayes.ot._sparse import sparse_simplex_projection as sparse_simplex_projection
+from jaxbayes.ot._sparse import top_k as top_k
 from jaxbayes.ot._sparse import top_k_positive as top_k_positive
 
 __all__ = [
@@ -60,5 +61,6 @@ __all__ = [
     "sinkhorn_divergence",
     "sparse_ot",
     "sparse_simplex_projection",
+    "top_k",
     "top_k_positive",
 ]
