@@ -150,16 +150,14 @@ def jittered_cholesky(a: ArrayLike, *, jitter: float = 1e-6, max_tries: int = 5,
         chol = jnp.linalg.cholesky(m + j * eye)
         return chol, jnp.all(jnp.isfinite(chol))
 
-    j0 = jnp.asarray(jitter, a.dtype) * jax.lax.stop_gradient(scale)
+    j0 = jax.lax.stop_gradient(jnp.asarray(jitter, a.dtype) * scale)
+    chol0, ok0 = attempt(j0)
     if max_tries == 1:
-        chol, ok = attempt(j0)
-        j, tries = j0, jnp.asarray(1)
+        chol, ok, j, tries = chol0, ok0, j0, jnp.asarray(1)
     else:
         # The retry loop only chooses the jitter (on stopped values: while_loop is not reverse-differentiable);
-        # the factor is then recomputed outside the loop so gradients flow through it.
+        # if the first try failed, the factor is recomputed with that jitter under a differentiable cond.
         a_stop = jax.lax.stop_gradient(a)
-        j0 = jax.lax.stop_gradient(j0)
-        _, ok0 = attempt(j0, a_stop)
 
         def cond(state):
             _, ok, tries = state
@@ -171,7 +169,7 @@ def jittered_cholesky(a: ArrayLike, *, jitter: float = 1e-6, max_tries: int = 5,
             return j, attempt(j, a_stop)[1], tries + 1
 
         j, ok, tries = jax.lax.while_loop(cond, body, (j0, ok0, jnp.asarray(1)))
-        chol, _ = attempt(j)
+        chol = jax.lax.cond(ok0, lambda: chol0, lambda: attempt(j)[0])
     flag = concrete_value(ok)
     if flag is not None and not bool(flag):
         raise ValueError(f"{name} is not positive definite even after {max_tries} jitter tries "

@@ -30,10 +30,10 @@ def test_initialisation_is_the_nngp_gp(x64):
     for sparse in (False, True):
         m = dkm(LAYERS, sparse=sparse, noise=0.05, jitter=1e-9)
         p = m.init(x, y)
-        info = m.objective(p, x, y)
+        info = jax.jit(m.objective)(p, x, y)
         np.testing.assert_allclose(info.kls, 0.0, atol=1e-6)
         np.testing.assert_allclose(info.objective, lml, rtol=1e-6)
-        pred = m.predict(p, x, y, xt)
+        pred = jax.jit(m.predict)(p, x, y, xt)
         np.testing.assert_allclose(pred.mean, ref.mean, atol=1e-5)
         np.testing.assert_allclose(pred.var, jnp.diagonal(ref.cov), atol=1e-5)
 
@@ -60,12 +60,13 @@ def test_large_nu_pins_the_nngp(x64):
     for nu in (1e6, 0.05):
         m = dkm(LAYERS, sparse=True, nu=nu, noise=0.05, learn_noise=False, jitter=1e-9)
         p = m.init(x[::2], y)
-        g = jax.grad(lambda pp, m=m: m.objective(pp, x, y).objective)(p)
+        obj = jax.jit(lambda pp, m=m: m.objective(pp, x, y).objective)
+        g = jax.grad(obj)(p)
         norm = jnp.sqrt(sum(jnp.sum(a * a) for a in g.chols))
         vals = []
         for eps in (0.0, 1e-4, 1e-3, 1e-2, 1e-1):
             pp = p._replace(chols=tuple(c + eps * d / norm for c, d in zip(p.chols, g.chols, strict=True)))
-            vals.append(float(m.objective(pp, x, y).objective))
+            vals.append(float(obj(pp)))
         best[nu] = int(np.argmax(vals))
     assert best[1e6] == 0
     assert best[0.05] == 4
@@ -75,9 +76,10 @@ def test_classification_and_sharded_prediction(mesh8):
     x = jax.random.normal(jax.random.key(2), (40, 2))
     labels = (x[:, 0] * x[:, 1] > 0).astype(jnp.int32)
     m = dkm(dkm_layers(1), likelihood="categorical", num_classes=2, nu=1.0)
-    p, objs = m.fit(m.init(x[::4], labels), x, labels, num_steps=150, key=jax.random.key(3))
+    p, objs = jax.jit(lambda p0: m.fit(p0, x, labels, num_steps=120, key=jax.random.key(3)))(
+        m.init(x[::4], labels))
     assert objs[-1] > objs[0]
-    pred = m.predict(p, None, None, x, key=jax.random.key(4))
+    pred = jax.jit(lambda pp, a: m.predict(pp, None, None, a, key=jax.random.key(4)))(p, x)
     assert float(jnp.mean(pred.probs.argmax(1) == labels)) > 0.7
     from jaxbayes.parallel import shard_batch
 
