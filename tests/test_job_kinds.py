@@ -63,3 +63,28 @@ def test_sde_train_and_sample_resumes_exactly(tmp_path):
     shutil.rmtree(tmp_path / "part" / "checkpoints" / "3")
     resumed = run(tmp_path, "sde.train_and_sample", params, name="part", resume=True)
     assert resumed["resumed_from"] == 2 and resumed["metrics"] == full["metrics"]
+
+
+def test_kernels_nngp_regression_marginal_likelihood_and_resume(tmp_path):
+    import jax
+    import numpy as np
+    from scipy.stats import multivariate_normal
+
+    from jaxbayes import datasets
+    from jaxbayes.kernels import gram
+    from jaxbayes.kernels._jobs import _network
+
+    params = "depth = 2\nnum_units = 3\nsteps_per_unit = 60"
+    full = run(tmp_path, "kernels.nngp_regression", params, name="full", every=0)
+    m = full["metrics"]
+    ds = datasets.load("diabetes", test_fraction=0.2, seed=0)
+    with jax.enable_x64(True):
+        k = np.asarray(gram(_network(2, 1.4, 0.1).kernel_fn, ds.x_train.astype(np.float64)).nngp)
+    cov = m["kernel_scale"] * k + m["noise_variance"] * np.eye(len(k))
+    exact = -multivariate_normal(np.zeros(len(k)), cov).logpdf(ds.y_train) / len(k)
+    np.testing.assert_allclose(m["neg_log_marginal_likelihood_per_point"], exact, rtol=1e-4)
+    assert m["test_nll_standardised"] < 1.42  # N(0, 1) predictive on standardised targets scores 1.42
+    run(tmp_path, "kernels.nngp_regression", params, name="part")
+    shutil.rmtree(tmp_path / "part" / "checkpoints" / "3")
+    resumed = run(tmp_path, "kernels.nngp_regression", params, name="part", resume=True)
+    assert resumed["resumed_from"] == 2 and resumed["metrics"] == full["metrics"]
