@@ -246,7 +246,10 @@ def sinkhorn(
     Differentiation: ``out.cost`` is differentiated by the envelope theorem (the potentials are optimal,
     so only the explicit dependence on costs, weights and epsilon matters); ``out.f``/``out.g`` (and so
     ``out.plan()``, ``out.apply``) by implicit differentiation of the fixed point with a conjugate-gradient
-    solve of ``cg_iterations`` matrix-free products. The loop is never unrolled.
+    solve of ``cg_iterations`` matrix-free products. The loop is never unrolled. In balanced mode the
+    potentials are defined up to ``(f + c, g - c)``; their implicit derivative is the one orthogonal to that
+    direction, so gauge-invariant quantities (plan, cost, ``f_i + g_j``) get exact gradients. Zero-weight
+    points get zero implicit gradient in their own potential.
 
     Args:
       geom: a :class:`Geometry` (:func:`pointcloud`, :func:`costmatrix`), a dense ``(n, m)`` cost matrix,
@@ -255,7 +258,9 @@ def sinkhorn(
       b: target weights ``(m,)``; default uniform ``1/m``.
       epsilon: entropic regularisation, ``> 0``. With ``relative_epsilon`` (default) it is multiplied by
         the cost scale, the unweighted mean of the cost matrix (:meth:`Geometry.cost_scale`).
-      relative_epsilon: interpret ``epsilon`` relative to the cost scale.
+      relative_epsilon: interpret ``epsilon`` relative to the cost scale. The scale then depends on the
+        points and is differentiated too; use ``relative_epsilon=False`` for a fixed absolute epsilon (e.g.
+        for the identity ``d cost / d x_i = 2 (a_i x_i - sum_j P_ij y_j)``).
       tau_a: source relaxation in ``(0, 1]``, scalar or ``(n,)``; ``1`` enforces the marginal.
       tau_b: target relaxation in ``(0, 1]``, scalar or ``(m,)``.
       threshold: stop when the L1 marginal error is below this (absolute; weights sum to ~1).
