@@ -101,14 +101,16 @@ def test_laplace_classification_mode_limit_and_accuracy(x64):
     xt, yt = jnp.asarray(d.x_test, jnp.float64), np.asarray(d.y_test)
     net = serial(Dense(1, 1.0, 0.1), ReLU(), Dense(1, 1.5, 0.1))
     k, kx, kd = net.kernel_fn(x).nngp, net.kernel_fn(xt, x).nngp, jnp.diagonal(net.kernel_fn(xt).nngp)
-    probs, ev, f = laplace_binary(k, y, kx, kd)
+    probs, ev, f = jax.jit(laplace_binary)(k, y, kx, kd)
     # the Laplace mode solves f = K (y - sigmoid(f)) (Rasmussen & Williams eq. 3.17)
     np.testing.assert_allclose(f, k @ (y - jax.nn.sigmoid(f)), rtol=1e-6, atol=1e-6)  # jitter 1e-8 in B
     assert float(np.mean((np.asarray(probs) > 0.5) == yt)) > 0.9
     # alpha -> infinity with beta = alpha: every draw has sigma^2 -> 1, the plain Laplace classifier
-    out = student_t_classify(jax.random.key(0), k, y, kx, kd, alpha=1e8, beta=1e8, num_scales=4)
+    classify = jax.jit(lambda a, b, num: student_t_classify(jax.random.key(0), k, y, kx, kd, alpha=a, beta=b,
+                                                            num_scales=num), static_argnums=2)
+    out = classify(1e8, 1e8, 4)
     np.testing.assert_allclose(out.probs, probs, atol=1e-4)
-    heavy = student_t_classify(jax.random.key(0), k, y, kx, kd, alpha=2.0, beta=2.0, num_scales=16)
+    heavy = classify(2.0, 2.0, 16)
     assert float(np.mean((np.asarray(heavy.probs) > 0.5) == yt)) > 0.9
     assert 1.0 <= float(heavy.ess) <= 16.0
     with pytest.raises(ValueError, match="alpha must be finite and > 0"):
