@@ -58,8 +58,9 @@ def test_balanced_matches_ott_and_marginals(x64):
     x, y = _clouds()
     a = jax.random.uniform(jax.random.key(2), (30,)) + 0.1
     a = a / a.sum()
-    ref = ott_sinkhorn.Sinkhorn(threshold=1e-12, max_iterations=10000)(
-        linear_problem.LinearProblem(ott_pc.PointCloud(x, y, epsilon=0.1), a, jnp.ones(25) / 25))
+    solver = ott_sinkhorn.Sinkhorn(threshold=1e-12, max_iterations=10000)
+    ref = jax.jit(lambda x, y, a: solver(linear_problem.LinearProblem(ott_pc.PointCloud(x, y, epsilon=0.1), a,
+                                                                      jnp.ones(25) / 25)))(x, y, a)
     out = sinkhorn(ot.pointcloud(x, y), a, epsilon=0.1, relative_epsilon=False, threshold=1e-12,
                       max_iterations=10000)
     np.testing.assert_allclose(out.plan(), ref.matrix, atol=1e-10)
