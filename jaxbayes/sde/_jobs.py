@@ -9,6 +9,7 @@ import optax
 
 from jaxbayes import datasets, parallel
 from jaxbayes.jobs import Field, JobKind, one_of, positive, required
+from jaxbayes.sde._demo import _sliced_w2
 from jaxbayes.sde._edm import edm_denoiser, edm_sampler
 from jaxbayes.sde._losses import edm_loss, score_trainer
 from jaxbayes.sde._samplers import sample_batch
@@ -70,14 +71,6 @@ def _step(ctx, state, i):
     return {"train": train_state, "loss": losses.mean()}
 
 
-def _sliced_w2(a: np.ndarray, b: np.ndarray, seed: int = 0, num_dirs: int = 64) -> float:
-    dirs = np.random.default_rng(seed).normal(size=(num_dirs, a.shape[1]))
-    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    levels = (np.arange(100) + 0.5) / 100
-    pa, pb = np.quantile(a @ dirs.T, levels, axis=0), np.quantile(b @ dirs.T, levels, axis=0)
-    return float(np.sqrt(np.mean((pa - pb) ** 2)))
-
-
 def _finish(ctx, state):
     p = ctx.params
     _, x_test, _, denoiser, _, _, dim = _setup(ctx)
@@ -92,8 +85,8 @@ def _finish(ctx, state):
         "last_unit_mean_loss": float(state["loss"]),
         "sampler_nfe": int(np.asarray(out.nfe)[0]),
         "samples_finite": bool(np.isfinite(samples).all()),
-        "sliced_w2_samples_to_heldout": _sliced_w2(samples, x_test),
-        "sliced_w2_train_to_heldout": _sliced_w2(x_train[: len(samples)], x_test),
+        "sliced_w2_samples_to_heldout": _sliced_w2(samples, x_test, jax.random.key(0)),
+        "sliced_w2_train_to_heldout": _sliced_w2(x_train[: len(samples)], x_test, jax.random.key(0)),
     }
     if ctx.is_main:
         from jaxbayes import _plotting
