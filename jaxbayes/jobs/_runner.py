@@ -71,7 +71,11 @@ def run_job(spec: JobSpec, kind: JobKind, *, resume: bool = False) -> dict[str, 
     started = time.perf_counter()
     bar = progress(total=total, initial=start, desc=f"{spec.kind} {spec.name}", disable=None if is_main else True)
     for i in range(start, total):
-        state = kind.step(ctx, state, i)
+        state, previous = kind.step(ctx, state, i), state
+        # At most two steps in flight: XLA:CPU's launcher can deadlock once dozens of multi-device programs
+        # with collectives are queued (a launch blocks on one device's in-flight limit while the launch the
+        # pending all-reduce waits for sits behind it), which a loaded CPU host reaches easily.
+        jax.block_until_ready(previous)
         bar.update(1)
         done = i + 1
         if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < total:
