@@ -30,6 +30,7 @@ from jaxbayes.sde._samplers import (
     PREDICTORS,
     SamplerOutput,
     _corrector,
+    _noise,
     _predictor,
     init_state,
     tweedie_denoise,
@@ -99,10 +100,10 @@ def inpaint(key: PRNGKey, score_fn: Callable, sde, y: Array, mask: Array, *,
         t, t_next = ts[i], ts[i + 1]
         k = jax.random.fold_in(key, i)
         for j in range(n_corr):
-            x, _ = _corrector(corrector, sde, score_fn, x, t, snr, jax.random.fold_in(k, 2 * j + 2))
+            x, _ = _corrector(corrector, sde, score_fn, x, t, snr, _noise(jax.random.fold_in(k, 2 * j + 2), x))
             x = project(x, t, jax.random.fold_in(k, 2 * j + 3))
         if predictor != "none":
-            x, _ = _predictor(predictor, sde, score_fn, x, t, t_next - t, jax.random.fold_in(k, 0))
+            x, _ = _predictor(predictor, sde, score_fn, x, t, t_next - t, _noise(jax.random.fold_in(k, 0), x))
             x = project(x, t_next, jax.random.fold_in(k, 1))
         return x, None
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbayes._checks import check_choice, check_finite, check_int_range, check_positive, check_shape
-from jaxbayes.sde._samplers import SamplerOutput, split_key
+from jaxbayes.sde._samplers import SamplerOutput, scan_with_noise, split_key
 from jaxbayes.typing import Array, ArrayLike, PRNGKey
 
 
@@ -120,27 +120,32 @@ def edm_sampler(key: PRNGKey, denoise_fn: Callable[[Array, Array], Array], shape
         raise ValueError(f"denoise_fn(x, sigma) must return an array of shape {x.shape}, "
                          f"got {getattr(out, 'shape', type(out).__name__)}")
     gamma_max = jnp.minimum(s_churn / num_steps, math.sqrt(2) - 1)
+    # A concrete s_churn = 0 is the deterministic sampler: no noise is drawn at all.
+    stochastic = not (isinstance(s_churn, int | float) and s_churn == 0)
 
-    def churn(x, i):
+    def churn(x, i, z):
+        if not stochastic:
+            return x, sigmas[i]
         sigma = sigmas[i]
         gamma = jnp.where((sigma >= s_tmin) & (sigma <= s_tmax), gamma_max, 0.0)
         sigma_hat = sigma * (1 + gamma)
-        z = jax.random.normal(jax.random.fold_in(key, i), x.shape, x.dtype)
-        return x + jnp.sqrt(jnp.maximum(sigma_hat**2 - sigma**2, 0.0)) * s_noise * z, sigma_hat
+        return x + jnp.sqrt(jnp.maximum(sigma_hat**2 - sigma**2, 0.0)) * s_noise * z[0], sigma_hat
 
-    def heun_step(x, i):
-        x_hat, sigma_hat = churn(x, i)
+    def heun_step(x, i, z):
+        x_hat, sigma_hat = churn(x, i, z)
         d = (x_hat - denoise_fn(x_hat, sigma_hat)) / sigma_hat
         sigma_next = sigmas[i + 1]
         x_next = x_hat + (sigma_next - sigma_hat) * d
         if solver == "heun":
             d2 = (x_next - denoise_fn(x_next, sigma_next)) / sigma_next
             x_next = x_hat + (sigma_next - sigma_hat) * 0.5 * (d + d2)
-        return x_next, None
+        return x_next
 
     # Every step but the last has sigma_next > 0; the last one (to sigma = 0) is an Euler step.
-    x, _ = jax.lax.scan(heun_step, x, jnp.arange(num_steps - 1))
-    x_hat, sigma_hat = churn(x, num_steps - 1)
+    draws = int(stochastic)
+    x = scan_with_noise(heun_step, x, key, num_steps - 1, draws, x) if num_steps > 1 else x
+    z_last = jax.random.normal(jax.random.fold_in(key, num_steps), (1, *x.shape), x.dtype) if draws else None
+    x_hat, sigma_hat = churn(x, num_steps - 1, z_last)
     x = denoise_fn(x_hat, sigma_hat)  # Euler to sigma = 0: x_hat + (0 - sigma_hat) (x_hat - D) / sigma_hat
     nfe = num_steps if solver == "euler" else 2 * num_steps - 1
     return SamplerOutput(x, jnp.asarray(nfe, jnp.int32), jnp.asarray(True))

@@ -4,8 +4,8 @@ Every sampler draws **one** sample from one key, ``sampler(key, score_fn, sde, s
 ``score_fn(x, t)`` the score of a single point; batch with ``jax.vmap`` over
 ``jaxbayes.parallel.sample_keys`` (or :func:`sample_batch`), so a sample never depends on the batch size
 or the device count. Each returns ``SamplerOutput(samples, nfe, converged)`` where ``nfe`` counts score
-evaluations. Time runs from ``sde.T`` down to ``sde.eps``; the random numbers of step ``i`` come from
-``fold_in(key, i)``.
+evaluations. Time runs from ``sde.T`` down to ``sde.eps``; the random numbers of steps ``c K .. c K + K - 1``
+come from one draw with ``fold_in(key, c)`` (``K = NOISE_CHUNK`` steps per draw, see :func:`scan_with_noise`).
 
 References: Song et al., "Score-Based Generative Modeling through SDEs" (ICLR 2021) for the predictors,
 correctors and the probability-flow ODE; Song, Meng, Ermon, "Denoising Diffusion Implicit Models"
@@ -27,6 +27,7 @@ from jaxbayes.sde._sdes import VESDE, SubVPSDE, check_score_fn
 from jaxbayes.typing import Array, ArrayLike, PRNGKey
 
 PREDICTORS = ("euler_maruyama", "reverse_diffusion", "ancestral", "none")
+NOISE_CHUNK = 16
 CORRECTORS = ("langevin", "annealed_langevin", "none")
 
 
@@ -81,11 +82,35 @@ def _noise(key, x):
     return jax.random.normal(key, x.shape, x.dtype)
 
 
-def _predictor(name, sde, score_fn, x, t, dt, key):
-    """One reverse step from ``t`` to ``t + dt`` (``dt < 0``); returns ``(x, x_mean)``."""
+def scan_with_noise(body: Callable, carry, key: PRNGKey, num_steps: int, draws: int, like: Array):
+    """``lax.scan`` of ``carry = body(carry, i, z_i)`` for ``i = 0..num_steps-1``, ``z_i`` standard normals of
+    shape ``(draws, *like.shape)`` (``None`` when ``draws == 0``).
+
+    The noise of ``K = min(NOISE_CHUNK, num_steps)`` consecutive steps comes from one draw with
+    ``fold_in(key, i // K)``: it depends only on the key and the step, so per-sample keys keep samples
+    independent of the batch, while the per-step key derivation (a ``fold_in`` per sample and step, a
+    threefry block for every 4 normals of an 8-D state) is amortised over ``K`` steps.
+    """
+    if draws == 0:
+        return jax.lax.scan(lambda c, i: (body(c, i, None), None), carry, jnp.arange(num_steps))[0]
+    size = min(NOISE_CHUNK, num_steps)
+
+    def chunk(carry, c, length):
+        z = jax.random.normal(jax.random.fold_in(key, c), (length, draws, *like.shape), like.dtype)
+        steps = c * size + jnp.arange(length)
+        return jax.lax.scan(lambda cc, iz: (body(cc, *iz), None), carry, (steps, z))[0]
+
+    full, rest = divmod(num_steps, size)
+    carry = jax.lax.scan(lambda cc, c: (chunk(cc, c, size), None), carry, jnp.arange(full))[0]
+    if rest:
+        carry = chunk(carry, full, rest)
+    return carry
+
+
+def _predictor(name, sde, score_fn, x, t, dt, z):
+    """One reverse step from ``t`` to ``t + dt`` (``dt < 0``) with noise ``z``; returns ``(x, x_mean)``."""
     if name == "none":
         return x, x
-    z = _noise(key, x)
     if name == "euler_maruyama":
         mean = x + sde.reverse_drift(score_fn, x, t) * dt
         return mean + sde.diffusion(t) * jnp.sqrt(-dt) * z, mean
@@ -105,11 +130,10 @@ def _predictor(name, sde, score_fn, x, t, dt, key):
     return mean + jnp.sqrt(beta) * z, mean
 
 
-def _corrector(name, sde, score_fn, x, t, snr, key):
-    """One Langevin step at time ``t`` (Song et al. Algorithms 4/5); returns ``(x, x_mean)``."""
+def _corrector(name, sde, score_fn, x, t, snr, z):
+    """One Langevin step at time ``t`` with noise ``z`` (Song et al. Algorithms 4/5); returns ``(x, x_mean)``."""
     alpha = 1.0 if isinstance(sde, VESDE) else 1 - sde.beta(t) / sde.N
     grad = score_fn(x, t)
-    z = _noise(key, x)
     if name == "langevin":
         grad_norm = jnp.linalg.norm(grad.ravel())
         noise_norm = jnp.linalg.norm(z.ravel())
@@ -172,19 +196,18 @@ def pc_sampler(key: PRNGKey, score_fn: Callable, sde, shape: tuple[int, ...], *,
                                      else num_steps)
     n_corr = 0 if corrector == "none" else n_corrector
 
-    def body(carry, i):
-        x, _ = carry
-        t, t_next = ts[i], ts[i + 1]
-        k = jax.random.fold_in(key, i)
-        mean = x
-        for j in range(n_corr):
-            x, mean = _corrector(corrector, sde, score_fn, x, t, snr, jax.random.fold_in(k, j + 1))
-        if predictor != "none":
-            x, mean = _predictor(predictor, sde, score_fn, x, t, t_next - t, jax.random.fold_in(k, 0))
-        return (x, mean), None
+    n_pred = int(predictor != "none")
 
-    (x, _), _ = jax.lax.scan(body, (x, x), jnp.arange(num_steps))
-    nfe = num_steps * ((predictor != "none") + n_corr)
+    def body(x, i, z):
+        t, t_next = ts[i], ts[i + 1]
+        for j in range(n_corr):
+            x, _ = _corrector(corrector, sde, score_fn, x, t, snr, z[j])
+        if n_pred:
+            x, _ = _predictor(predictor, sde, score_fn, x, t, t_next - t, z[n_corr])
+        return x
+
+    x = scan_with_noise(body, x, key, num_steps, n_corr + n_pred, x)
+    nfe = num_steps * (n_pred + n_corr)
     if denoise:
         x = tweedie_denoise(score_fn, sde, x, ts[-1])
         nfe += 1
@@ -259,16 +282,18 @@ def ddim_sampler(key: PRNGKey, score_fn: Callable, sde, shape: tuple[int, ...], 
     m_next = jnp.concatenate([m[1:], jnp.ones(1, m.dtype)])
     s_next = jnp.concatenate([s[1:], jnp.zeros(1, s.dtype)])
 
-    def body(x, i):
+    # A concrete eta = 0 is the deterministic sampler: no noise is drawn at all.
+    stochastic = not (isinstance(eta, int | float) and eta == 0)
+
+    def body(x, i, z):
         score = score_fn(x, ts[i])
         x0 = (x + s[i] ** 2 * score) / m[i]
         eps = -s[i] * score
         c = eta * s_next[i] / s[i] * jnp.sqrt(jnp.maximum(s[i] ** 2 - (m[i] * s_next[i] / m_next[i]) ** 2, 0.0))
-        z = _noise(jax.random.fold_in(key, i), x)
-        x = m_next[i] * x0 + jnp.sqrt(jnp.maximum(s_next[i] ** 2 - c**2, 0.0)) * eps + c * z
-        return x, None
+        x = m_next[i] * x0 + jnp.sqrt(jnp.maximum(s_next[i] ** 2 - c**2, 0.0)) * eps
+        return x + c * z[0] if stochastic else x
 
-    x, _ = jax.lax.scan(body, x, jnp.arange(num_steps))
+    x = scan_with_noise(body, x, key, num_steps, int(stochastic), x)
     return SamplerOutput(x, jnp.asarray(num_steps, jnp.int32), jnp.asarray(True))
 
 

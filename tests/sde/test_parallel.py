@@ -58,7 +58,8 @@ def test_pmap():
     keys = sample_keys(jax.random.key(3), 16).reshape(8, 2)
     out = jax.pmap(jax.vmap(_pc))(keys)
     ref = sample_batch(_pc, jax.random.key(3), 16)
-    np.testing.assert_allclose(out.samples.reshape(16, 2), ref.samples, rtol=1e-6, atol=1e-6)
+    # Same random numbers; pmap and vmap fuse the float32 updates differently (20 steps: a few ulps each).
+    np.testing.assert_allclose(out.samples.reshape(16, 2), ref.samples, rtol=1e-5, atol=1e-5)
 
 
 def test_grad_through_probability_flow_sampler(x64):
