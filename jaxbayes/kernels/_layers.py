@@ -17,7 +17,6 @@ for the arc-cosine kernel; Williams (1997) for the erf kernel.
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -72,6 +71,48 @@ def safe_sqrt(x: ArrayLike) -> Array:
     return jnp.where(pos, jnp.sqrt(jnp.where(pos, x, 1.0)), 0.0)
 
 
+# Cephes atan (S. L. Moshier): rational approximation on [0, 0.66] plus the (r - 1) / (r + 1) reduction,
+# accurate to about one ulp in float64. Written out because XLA:CPU evaluates atan2 through a scalar libm
+# call (~50 ns per float64 element, most of a CNN kernel's time); this is a handful of vectorised FMAs.
+_ATAN_P = (-8.750608600031904122785e-1, -1.615753718733365076637e1, -7.500855792314704667340e1,
+           -1.228866684490136173410e2, -6.485021904942025371773e1)
+_ATAN_Q = (2.485846490142306297962e1, 1.650270098316988542046e2, 4.328810604912902668951e2,
+           4.853903996359136964868e2, 1.945506571482613964425e2)
+_MOREBITS = 6.123233995736765886130e-17  # pi/2 - float64(pi/2)
+
+
+@jax.custom_jvp
+def _atan2(y: Array, x: Array) -> Array:
+    """``atan2(y, x)`` (``0`` at the origin) as vectorised arithmetic; derivative ``(x dy - y dx) / r^2``.
+
+    The derivative is 0 at the origin instead of NaN.
+    """
+    ay, ax = jnp.abs(y), jnp.abs(x)
+    steep = ay > ax
+    num, den = jnp.where(steep, ax, ay), jnp.where(steep, ay, ax)
+    r = num / jnp.where(den > 0, den, 1)  # in [0, 1]
+    high = r > 0.66
+    t = jnp.where(high, (r - 1) / (r + 1), r)
+    z = t * t
+    p = (((_ATAN_P[0] * z + _ATAN_P[1]) * z + _ATAN_P[2]) * z + _ATAN_P[3]) * z + _ATAN_P[4]
+    q = ((((z + _ATAN_Q[0]) * z + _ATAN_Q[1]) * z + _ATAN_Q[2]) * z + _ATAN_Q[3]) * z + _ATAN_Q[4]
+    a = t * (z * p / q) + t
+    # (small correction first, then the float64 constant, as Cephes does)
+    a = jnp.where(high, (a + 0.5 * _MOREBITS) + math.pi / 4, a)  # atan(r), in [0, pi/4]
+    a = jnp.where(steep, (_MOREBITS - a) + math.pi / 2, a)  # angle in the first quadrant
+    a = jnp.where(x < 0, (2 * _MOREBITS - a) + math.pi, a)
+    return jnp.where(y < 0, -a, a)
+
+
+@_atan2.defjvp
+def _atan2_jvp(primals, tangents):
+    y, x = primals
+    dy, dx = tangents
+    r2 = x * x + y * y
+    safe = jnp.where(r2 > 0, r2, 1)
+    return _atan2(y, x), jnp.where(r2 > 0, (x * dy - y * dx) / safe, 0)
+
+
 def safe_arccos(rho: ArrayLike) -> Array:
     """``arccos`` of ``rho`` clipped to ``[-1, 1]``, written as ``atan2(sqrt(1 - rho^2), rho)``.
 
@@ -79,7 +120,7 @@ def safe_arccos(rho: ArrayLike) -> Array:
     diagonal has ``rho = 1`` exactly can be differentiated.
     """
     rho = jnp.clip(jnp.asarray(rho), -1.0, 1.0)
-    return jnp.arctan2(safe_sqrt(1.0 - rho * rho), rho)
+    return _atan2(safe_sqrt(1.0 - rho * rho), rho)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -113,10 +154,12 @@ def _pairs(k: Kernel) -> tuple[tuple[Array, Array], tuple[Array, Array], tuple[A
     return cross, self1, self2
 
 
-def _elementwise_map(nngp_fn: Callable, dot_fn: Callable | None) -> Callable[[Kernel], Kernel]:
-    """Kernel map of a pointwise nonlinearity from ``E[phi(u) phi(v)]`` and ``E[phi'(u) phi'(v)]``.
+def _elementwise_map(kernels_fn: Callable) -> Callable[[Kernel], Kernel]:
+    """Kernel map of a pointwise nonlinearity from ``kernels_fn(c, qa, qb) -> (E[phi phi], E[phi' phi'])``.
 
-    Both functions take ``(c, qa, qb)``: the covariance of ``(u, v)`` and the variances of ``u`` and ``v``.
+    ``c`` is the covariance of ``(u, v)`` and ``qa``, ``qb`` their variances. One function returns both
+    expectations so that their shared terms (square roots, angles) are computed once per element;
+    the second may be ``None`` for a nonlinearity without an NTK.
     """
 
     def kernel_map(k: Kernel) -> Kernel:
@@ -129,12 +172,12 @@ def _elementwise_map(nngp_fn: Callable, dot_fn: Callable | None) -> Callable[[Ke
             # sqrt(q1 q2 - c^2) is exactly 0 instead of sqrt(rounding error) ~ 1e-8 relative.
             idx = jnp.arange(c.shape[0])
             c = c.at[idx, idx].set(k.var1)
-        nngp = nngp_fn(c, *cross)
-        if dot_fn is None:
+        nngp, dot = kernels_fn(c, *cross)
+        if dot is None:
             raise ValueError("this nonlinearity has no NTK (its derivative is not square integrable)")
-        ntk = dot_fn(c, *cross) * k.ntk
-        var1 = nngp_fn(k.var1, *self1)
-        var2 = None if k.var2 is None else nngp_fn(k.var2, *self2)
+        ntk = dot * k.ntk
+        var1 = kernels_fn(k.var1, *self1)[0]
+        var2 = None if k.var2 is None else kernels_fn(k.var2, *self2)[0]
         return Kernel(nngp, ntk, var1, var2)
 
     return kernel_map
@@ -142,6 +185,9 @@ def _elementwise_map(nngp_fn: Callable, dot_fn: Callable | None) -> Callable[[Ke
 
 # ----------------------------------------------------------------------------------------------------
 # kernel_fn construction and input validation
+
+
+_UNROLL_CHANNELS = 16
 
 
 def _input_kernel(x1: Array, x2: Array | None) -> Kernel:
@@ -153,7 +199,18 @@ def _input_kernel(x1: Array, x2: Array | None) -> Kernel:
     var_spec = f"n{letters}z,n{upper}z->n{letters}{upper}"
     var1 = jnp.einsum(var_spec, x1, x1) / c
     other = x1 if x2 is None else x2
-    nngp = jnp.einsum(f"n{letters}z,m{upper}z->nm{letters}{upper}", x1, other) / c
+    if s and c <= _UNROLL_CHANNELS:
+        # Few channels (images): a broadcast product summed over channels is one fused pass that writes the
+        # (n, m, *S, *S) layout directly; a dot with a contraction of 3 plus a 6-D transpose is ~20x slower.
+        n, m = x1.shape[0], other.shape[0]
+        a = x1.reshape(n, 1, *x1.shape[1:-1], *(1,) * s, c)
+        b = other.reshape(1, m, *(1,) * s, *other.shape[1:-1], c)
+        nngp = a[..., 0] * b[..., 0]
+        for z in range(1, c):
+            nngp = nngp + a[..., z] * b[..., z]
+        nngp = nngp / c
+    else:
+        nngp = jnp.einsum(f"n{letters}z,m{upper}z->nm{letters}{upper}", x1, other) / c
     var2 = None if x2 is None else jnp.einsum(var_spec, x2, x2) / c
     return Kernel(nngp, jnp.zeros_like(nngp), var1, var2)
 
@@ -237,21 +294,36 @@ def Dense(out_dim: int = 512, W_std: ArrayLike = 1.0, b_std: ArrayLike = 0.0) ->
 
 
 def _conv_pairs(x: Array, batch: int, filter_shape: tuple[int, ...], padding: str) -> Array:
-    """Average over filter offsets of ``x[..., i + d, j + d]`` (both spatial blocks shifted together)."""
+    """Average over filter offsets ``d`` of ``x[..., i + d, j + d]`` (both spatial blocks shifted together).
+
+    One spatial axis at a time, the pair ``(i, j)`` is moved last and flattened (``j`` zero-padded so that
+    no shift wraps into the next row); a diagonal shift ``(i + d, j + d)`` is then a shift of ``d`` rows
+    plus ``d`` columns, i.e. a 1-D window with dilation ``row + 1``: one ``lax.reduce_window`` per axis.
+    This is the same sum as neural-tangents' convolution with a diagonal filter (Novak et al., 2019).
+    Written as windows rather than a sum of shifted slices because XLA:CPU fuses the nonlinearity that
+    produced ``x`` into every shifted slice (recomputing it ``prod(filter_shape)`` times), whereas a
+    reduce-window reads an operand that is computed once.
+    """
     s = len(filter_shape)
-    spatial = x.shape[batch:batch + s]
-    if padding == "SAME":
-        lo = [(f - 1) // 2 for f in filter_shape]
-        pads = [(0, 0)] * batch + [(lo[i], filter_shape[i] - 1 - lo[i]) for i in range(s)] * 2
-        x = jnp.pad(x, pads)
-        out = spatial
-    else:
-        out = tuple(h - f + 1 for h, f in zip(spatial, filter_shape, strict=True))
-    total = None
-    for offset in itertools.product(*(range(f) for f in filter_shape)):
-        idx = (slice(None),) * batch + tuple(slice(d, d + o) for d, o in zip(offset, out, strict=True)) * 2
-        total = x[idx] if total is None else total + x[idx]
-    return total / math.prod(filter_shape)
+    for axis, f in enumerate(filter_shape):
+        y = jnp.moveaxis(x, (batch + axis, batch + s + axis), (-2, -1))
+        h = y.shape[-1]
+        if padding == "SAME":  # output position i reads i + d - lo, d < f, with zeros outside
+            lo, hi = (f - 1) // 2, f - 1 - (f - 1) // 2
+            y = jnp.pad(y, [(0, 0)] * (y.ndim - 1) + [(lo, hi)])
+        else:  # VALID: output i < h - f + 1 reads i + d, always inside; nothing wraps
+            lo, hi = 0, f - 1
+        row = y.shape[-1]
+        lead = y.shape[:-2]
+        ones = (1,) * len(lead)
+        flat = y.reshape(*lead, h * row)
+        summed = jax.lax.reduce_window(flat, jnp.zeros((), x.dtype), jax.lax.add, (*ones, f), (*ones, 1),
+                                       [(0, 0)] * len(lead) + [(lo * (row + 1), hi * (row + 1))],
+                                       window_dilation=(*ones, row + 1))
+        summed = summed.reshape(*lead, h, row)
+        summed = summed[..., :, lo:lo + h] if padding == "SAME" else summed[..., :h - f + 1, :h - f + 1]
+        x = jnp.moveaxis(summed, (-2, -1), (batch + axis, batch + s + axis))
+    return x / math.prod(filter_shape)
 
 
 def Conv(out_chan: int = 64, filter_shape: Sequence[int] = (3, 3), W_std: ArrayLike = 1.0,  # noqa: N802, N803
@@ -303,7 +375,8 @@ def Conv(out_chan: int = 64, filter_shape: Sequence[int] = (3, 3), W_std: ArrayL
             raise ValueError(f"Conv with {s} spatial axes got a kernel with {_num_spatial(k)} spatial axes")
         w2, b2 = jnp.square(W_std), jnp.square(b_std)
         nngp = w2 * _conv_pairs(k.nngp, 2, filter_shape, padding) + b2
-        ntk = w2 * _conv_pairs(k.ntk, 2, filter_shape, padding) + nngp
+        # = W_std^2 mean_d Theta + K' by linearity; one stencil pass per output (no shared shifted slices)
+        ntk = w2 * _conv_pairs(k.ntk + k.nngp, 2, filter_shape, padding) + b2
         var1 = w2 * _conv_pairs(k.var1, 1, filter_shape, padding) + b2
         var2 = None if k.var2 is None else w2 * _conv_pairs(k.var2, 1, filter_shape, padding) + b2
         return Kernel(nngp, ntk, var1, var2)
@@ -368,9 +441,8 @@ def Identity() -> Layer:  # noqa: N802
 # nonlinearities
 
 
-def _elementwise(fn: Callable, nngp_fn: Callable, dot_fn: Callable | None) -> Layer:
-    return _make(lambda key, shape: (tuple(shape), {}), lambda params, x: fn(x),
-                 _elementwise_map(nngp_fn, dot_fn))
+def _elementwise(fn: Callable, kernels_fn: Callable) -> Layer:
+    return _make(lambda key, shape: (tuple(shape), {}), lambda params, x: fn(x), _elementwise_map(kernels_fn))
 
 
 def ABReLU(a: ArrayLike, b: ArrayLike) -> Layer:  # noqa: N802
@@ -387,20 +459,19 @@ def ABReLU(a: ArrayLike, b: ArrayLike) -> Layer:  # noqa: N802
       0.079577
     """
 
-    def prod_terms(c, qa, qb):
-        s = safe_sqrt(qa * qb - c * c)
-        theta = jnp.arctan2(s, c)  # = arccos(c / sqrt(qa qb)), gradient-safe via safe_sqrt
-        return s, theta
+    def kernels_fn(c, qa, qb):
+        # sqrt(qa qb - c^2) as sqrt((r - c)(r + c)), r = sqrt(qa qb): exactly 0 where c is a point's own
+        # variance (r = |c| exactly), even when XLA contracts qa qb - c c into a fused multiply-add, whose
+        # rounding residue would otherwise give s ~ 1e-8 c and move the angle (and the NTK) by ~1e-9.
+        r = jnp.sqrt(qa * qb)
+        s = safe_sqrt((r - c) * (r + c))
+        theta = _atan2(s, c)  # = arccos(c / sqrt(qa qb)), gradient-safe via safe_sqrt
+        factor = jnp.square(a - b) / (2 * jnp.pi)
+        nngp = a * b * c + factor * (s + (jnp.pi - theta) * c)
+        dot = a * b + factor * (jnp.pi - theta)
+        return nngp, dot
 
-    def nngp_fn(c, qa, qb):
-        s, theta = prod_terms(c, qa, qb)
-        return a * b * c + jnp.square(a - b) / (2 * jnp.pi) * (s + (jnp.pi - theta) * c)
-
-    def dot_fn(c, qa, qb):
-        _, theta = prod_terms(c, qa, qb)
-        return a * b + jnp.square(a - b) * (jnp.pi - theta) / (2 * jnp.pi)
-
-    return _elementwise(lambda x: a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0), nngp_fn, dot_fn)
+    return _elementwise(lambda x: a * jnp.minimum(x, 0) + b * jnp.maximum(x, 0), kernels_fn)
 
 
 def ReLU() -> Layer:  # noqa: N802
@@ -432,16 +503,14 @@ def Erf(a: ArrayLike = 1.0, b: ArrayLike = 1.0, c: ArrayLike = 0.0) -> Layer:  #
     """
     b2 = jnp.square(b)
 
-    def nngp_fn(k, qa, qb):
+    def kernels_fn(k, qa, qb):
         prod = (1 + 2 * b2 * qa) * (1 + 2 * b2 * qb)
-        root = safe_sqrt(prod - 4 * jnp.square(b2 * k))
-        return jnp.square(a) * (2 / jnp.pi) * jnp.arctan2(2 * b2 * k, root) + jnp.square(c)
+        gap = prod - 4 * jnp.square(b2 * k)
+        nngp = jnp.square(a) * (2 / jnp.pi) * _atan2(2 * b2 * k, safe_sqrt(gap)) + jnp.square(c)
+        dot = jnp.square(a) * b2 * (4 / jnp.pi) / jnp.sqrt(gap)
+        return nngp, dot
 
-    def dot_fn(k, qa, qb):
-        prod = (1 + 2 * b2 * qa) * (1 + 2 * b2 * qb)
-        return jnp.square(a) * b2 * (4 / jnp.pi) / jnp.sqrt(prod - 4 * jnp.square(b2 * k))
-
-    return _elementwise(lambda x: a * jax.scipy.special.erf(b * x) + c, nngp_fn, dot_fn)
+    return _elementwise(lambda x: a * jax.scipy.special.erf(b * x) + c, kernels_fn)
 
 
 def Sin(a: ArrayLike = 1.0, b: ArrayLike = 1.0, c: ArrayLike = 0.0) -> Layer:  # noqa: N802
@@ -455,15 +524,11 @@ def Sin(a: ArrayLike = 1.0, b: ArrayLike = 1.0, c: ArrayLike = 0.0) -> Layer:  #
     def parts(k, qa, qb):
         return jnp.exp(-b2 * ((qa + qb) / 2 - k)), jnp.exp(-b2 * ((qa + qb) / 2 + k)) * jnp.cos(2 * c)
 
-    def nngp_fn(k, qa, qb):
+    def kernels_fn(k, qa, qb):
         s1, s2 = parts(k, qa, qb)
-        return jnp.square(a) / 2 * (s1 - s2)
+        return jnp.square(a) / 2 * (s1 - s2), jnp.square(a) * b2 / 2 * (s1 + s2)
 
-    def dot_fn(k, qa, qb):
-        s1, s2 = parts(k, qa, qb)
-        return jnp.square(a) * b2 / 2 * (s1 + s2)
-
-    return _elementwise(lambda x: a * jnp.sin(b * x + c), nngp_fn, dot_fn)
+    return _elementwise(lambda x: a * jnp.sin(b * x + c), kernels_fn)
 
 
 def Cos(a: ArrayLike = 1.0, b: ArrayLike = 1.0, c: ArrayLike = 0.0) -> Layer:  # noqa: N802
@@ -485,13 +550,11 @@ def Exp(a: ArrayLike = 1.0, b: ArrayLike = 1.0) -> Layer:  # noqa: N802
     """``phi(x) = a exp(b x)``: ``E[phi phi] = a^2 exp(b^2 (q1 + q2 + 2k) / 2)``."""
     b2 = jnp.square(b)
 
-    def nngp_fn(k, qa, qb):
-        return jnp.square(a) * jnp.exp(b2 * ((qa + qb) / 2 + k))
+    def kernels_fn(k, qa, qb):
+        nngp = jnp.square(a) * jnp.exp(b2 * ((qa + qb) / 2 + k))
+        return nngp, b2 * nngp
 
-    def dot_fn(k, qa, qb):
-        return b2 * nngp_fn(k, qa, qb)
-
-    return _elementwise(lambda x: a * jnp.exp(b * x), nngp_fn, dot_fn)
+    return _elementwise(lambda x: a * jnp.exp(b * x), kernels_fn)
 
 
 def GELU() -> Layer:  # noqa: N802
@@ -508,20 +571,16 @@ def GELU() -> Layer:  # noqa: N802
         prod1 = (qa + 1) * (qb + 1)
         delta2 = prod1 - k * k
         delta = safe_sqrt(delta2)
-        angle = jnp.arctan2(k, delta)
+        angle = _atan2(k, delta)
         return prod, prod1, delta2, delta, angle
 
-    def nngp_fn(k, qa, qb):
+    def kernels_fn(k, qa, qb):
         prod, prod1, delta2, delta, angle = parts(k, qa, qb)
-        out = (k * k + prod * delta2) / (prod1 * delta) + k * angle
-        return out / (2 * jnp.pi) + k / 4
-
-    def dot_fn(k, qa, qb):
-        prod, prod1, delta2, delta, angle = parts(k, qa, qb)
+        nngp = ((k * k + prod * delta2) / (prod1 * delta) + k * angle) / (2 * jnp.pi) + k / 4
         first = (1 / delta2 + (1 - prod) / prod1 + 1) * k / delta / (2 * jnp.pi)
-        return first + 0.25 + angle / (2 * jnp.pi)
+        return nngp, first + 0.25 + angle / (2 * jnp.pi)
 
-    return _elementwise(lambda x: jax.nn.gelu(x, approximate=False), nngp_fn, dot_fn)
+    return _elementwise(lambda x: jax.nn.gelu(x, approximate=False), kernels_fn)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -198,3 +198,70 @@ def test_bad_inputs():
         net.kernel_fn(jnp.ones((3, 2), dtype=jnp.int32))
     with pytest.raises(ValueError, match="padding"):
         Conv(2, (3,), padding="FULL")
+
+
+def _conv_pairs_loops(x, filter_shape, padding):
+    """Oracle for the conv kernel map: explicit loops over output pairs and filter offsets, zero outside."""
+    s = len(filter_shape)
+    spatial = x.shape[2:2 + s]
+    lo = [(f - 1) // 2 if padding == "SAME" else 0 for f in filter_shape]
+    out = spatial if padding == "SAME" else tuple(h - f + 1 for h, f in zip(spatial, filter_shape, strict=True))
+    res = np.zeros(x.shape[:2] + out + out)
+    for i in np.ndindex(*out):
+        for j in np.ndindex(*out):
+            for d in np.ndindex(*filter_shape):
+                a = tuple(i[k] + d[k] - lo[k] for k in range(s))
+                b = tuple(j[k] + d[k] - lo[k] for k in range(s))
+                if all(0 <= a[k] < spatial[k] and 0 <= b[k] < spatial[k] for k in range(s)):
+                    res[(slice(None), slice(None), *i, *j)] += x[(slice(None), slice(None), *a, *b)]
+    return res / np.prod(filter_shape)
+
+
+@pytest.mark.parametrize(("filter_shape", "padding"), [((3, 3), "SAME"), ((2, 3), "SAME"), ((4,), "SAME"),
+                                                       ((2, 2), "VALID"), ((3,), "VALID")])
+def test_conv_kernel_map_matches_loops(filter_shape, padding, x64):
+    # the conv map is linear in the kernel: any arrays will do, no need for a covariance
+    rng = np.random.default_rng(0)
+    spatial = (4, 3)[:len(filter_shape)]
+    shape = (3, 2, *spatial, *spatial)
+    nngp, ntk = rng.normal(size=shape), rng.normal(size=shape)
+    var1, var2 = rng.normal(size=(3, *spatial, *spatial)), rng.normal(size=(2, *spatial, *spatial))
+    from jaxbayes.kernels import Kernel
+
+    w, b = 1.3, 0.4
+    k = jax.jit(Conv(1, filter_shape, w, b, padding).kernel_map)(Kernel(nngp, ntk, var1, var2))
+    expect = w**2 * _conv_pairs_loops(nngp, filter_shape, padding) + b**2
+    np.testing.assert_allclose(k.nngp, expect, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(k.ntk, w**2 * _conv_pairs_loops(ntk, filter_shape, padding) + expect,
+                               rtol=1e-12, atol=1e-12)
+    v1 = _conv_pairs_loops(var1[:, None], filter_shape, padding)[:, 0]
+    np.testing.assert_allclose(k.var1, w**2 * v1 + b**2, rtol=1e-12, atol=1e-12)
+
+
+def test_conv_input_kernel_closed_form(x64):
+    # one conv on raw inputs: K[i, j] = W^2 / F sum_d x1[i + d] . x2[j + d] / C + b^2 (zero padding)
+    rng = np.random.default_rng(1)
+    x1, x2 = rng.normal(size=(2, 3, 4, 3)), rng.normal(size=(3, 3, 4, 3))
+    k = jax.jit(Conv(1, (3, 3), 1.2, 0.3).kernel_fn)(x1, x2)
+    dots = np.einsum("nabz,mABz->nmabAB", x1, x2) / 3
+    np.testing.assert_allclose(k.nngp, 1.44 * _conv_pairs_loops(dots, (3, 3), "SAME") + 0.09, rtol=1e-12)
+
+
+def test_atan2_matches_numpy(x64):
+    from jaxbayes.kernels._layers import _atan2
+
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=20000) * 10.0 ** rng.uniform(-6, 6, 20000)
+    x = rng.normal(size=20000) * 10.0 ** rng.uniform(-6, 6, 20000)
+    y[:6], x[:6] = [0, 0, 1, -1, 1, -1], [0, -1, 0, 0, 1, -1]
+    ref = np.arctan2(y, x)
+    got = np.asarray(jax.jit(_atan2)(y, x))
+    assert np.all(np.abs(got - ref) <= 2 * np.spacing(np.abs(ref)) + 1e-300)
+    y32, x32 = y.astype(np.float32), x.astype(np.float32)
+    np.testing.assert_allclose(jax.jit(_atan2)(y32, x32), np.arctan2(y32, x32), rtol=1e-6, atol=1e-7)
+    # derivative (x dy - y dx) / (x^2 + y^2), and 0 (not NaN) at the origin
+    gy, gx = jax.vmap(jax.grad(_atan2, argnums=(0, 1)))(y[6:100], x[6:100])
+    r2 = x[6:100] ** 2 + y[6:100] ** 2
+    np.testing.assert_allclose(gy, x[6:100] / r2, rtol=1e-14)
+    np.testing.assert_allclose(gx, -y[6:100] / r2, rtol=1e-14)
+    assert jax.grad(_atan2)(0.0, 0.0) == 0.0
