@@ -244,7 +244,7 @@ def test_conv_input_kernel_closed_form(x64):
     x1, x2 = rng.normal(size=(2, 3, 4, 3)), rng.normal(size=(3, 3, 4, 3))
     k = jax.jit(Conv(1, (3, 3), 1.2, 0.3).kernel_fn)(x1, x2)
     dots = np.einsum("nabz,mABz->nmabAB", x1, x2) / 3
-    np.testing.assert_allclose(k.nngp, 1.44 * _conv_pairs_loops(dots, (3, 3), "SAME") + 0.09, rtol=1e-12)
+    np.testing.assert_allclose(k.nngp, 1.44 * _conv_pairs_loops(dots, (3, 3), "SAME") + 0.09, rtol=1e-12, atol=1e-14)
 
 
 def test_atan2_matches_numpy(x64):
