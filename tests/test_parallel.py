@@ -77,7 +77,8 @@ def test_sharded_jit_reduction_equals_single_device(key, mesh8):
 def test_pmap_matches(key):
     keys = parallel.sample_keys(key, 8)
     out = jax.pmap(lambda k: jax.random.normal(k, (3,)))(keys)
-    np.testing.assert_array_equal(out, jax.vmap(lambda k: jax.random.normal(k, (3,)))(keys))
+    # the same draws; pmap and vmap compile the normal's inverse-erf separately, so allow float32 rounding
+    np.testing.assert_allclose(out, jax.vmap(lambda k: jax.random.normal(k, (3,)))(keys), rtol=1e-6, atol=1e-6)
 
 
 def test_process_slice_and_local_to_global(mesh8):
