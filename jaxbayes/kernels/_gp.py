@@ -9,8 +9,10 @@ kernel), so the same functions serve NNGP, NTK and baseline kernels. For trainin
 
 **Jitter policy.** The Cholesky factor is taken of ``K + s I + j I`` with ``j = jitter * mean(diag(K + sI))``
 (relative, so it is scale free). If the factorisation fails (non-finite), ``j`` is multiplied by ``growth``
-and retried, up to ``max_tries`` attempts in all (a ``lax.while_loop``, so it works under ``jit``). The
-jitter actually used and an ``ok`` flag are returned. Called eagerly, a matrix that is still not positive
+and retried, up to ``max_tries`` attempts in all (a ``lax.while_loop``, so it works under ``jit``). When the
+first try succeeds it is the only factorisation done (the retries sit in the other branch of a ``lax.cond``),
+and ``K + (s + j) I`` is formed once, by adding to the diagonal. The jitter actually used and an ``ok`` flag
+are returned. Called eagerly, a matrix that is still not positive
 definite after the last try raises ``ValueError`` naming the argument; under ``jit`` ``ok`` is ``False``
 and the outputs are NaN.
 """
@@ -119,14 +121,20 @@ def _check_matrix(name: str, k: ArrayLike) -> Array:
 
 
 def jittered_cholesky(a: ArrayLike, *, jitter: float = 1e-6, max_tries: int = 5, growth: float = 10.0,
-                      name: str = "a") -> CholeskyResult:
-    """Cholesky factor of ``a + j I`` with ``j = jitter * mean(diag(a))``, grown by ``growth`` on failure.
+                      shift: ArrayLike = 0.0, name: str = "a") -> CholeskyResult:
+    """Cholesky factor of ``a + (shift + j) I`` with ``j = jitter * mean(diag(a + shift I))``, grown on failure.
+
+    Only the lower triangle of ``a`` is read (as LAPACK does). The first try is the only factorisation when
+    it succeeds: the retries (a ``lax.while_loop`` choosing the jitter, then one differentiable
+    factorisation with it) sit in the other branch of a ``lax.cond``.
 
     Args:
       a: symmetric ``(n, n)`` matrix.
       jitter: relative jitter of the first try (>= 0).
       max_tries: attempts in all (>= 1).
       growth: factor applied to the jitter after each failure (> 1).
+      shift: added to the diagonal first (e.g. the observation-noise variance), without forming
+        ``a + shift I`` separately.
       name: the argument name used in error messages.
 
     Raises:
@@ -142,34 +150,41 @@ def jittered_cholesky(a: ArrayLike, *, jitter: float = 1e-6, max_tries: int = 5,
     check_positive("jitter", jitter, strict=False)
     max_tries = check_int_range("max_tries", max_tries, 1)
     check_positive("growth", growth)
-    scale = jnp.abs(jnp.mean(jnp.diagonal(a)))
+    shift = jnp.asarray(shift, a.dtype)
+    idx = jnp.arange(a.shape[0])
+    scale = jnp.abs(jnp.mean(jnp.diagonal(a)) + shift)
     scale = jnp.where(scale > 0, scale, 1.0)
-    eye = jnp.eye(a.shape[0], dtype=a.dtype)
 
     def attempt(j, m=a):
-        chol = jnp.linalg.cholesky(m + j * eye)
-        return chol, jnp.all(jnp.isfinite(chol))
+        # a failed factorisation comes back all NaN; any NaN in the factor also reaches its diagonal
+        chol = jnp.linalg.cholesky(m.at[idx, idx].add(shift + j), symmetrize_input=False)
+        return chol, jnp.all(jnp.isfinite(jnp.diagonal(chol)))
 
     j0 = jax.lax.stop_gradient(jnp.asarray(jitter, a.dtype) * scale)
     chol0, ok0 = attempt(j0)
+    one = jnp.asarray(1)
     if max_tries == 1:
-        chol, ok, j, tries = chol0, ok0, j0, jnp.asarray(1)
+        chol, ok, j, tries = chol0, ok0, j0, one
     else:
-        # The retry loop only chooses the jitter (on stopped values: while_loop is not reverse-differentiable);
-        # if the first try failed, the factor is recomputed with that jitter under a differentiable cond.
-        a_stop = jax.lax.stop_gradient(a)
+        def retry():
+            # The loop only chooses the jitter (on stopped values: while_loop is not reverse-differentiable);
+            # the factor is then recomputed with that jitter, differentiably.
+            a_stop = jax.lax.stop_gradient(a)
+            tiny = jnp.asarray(1e-10, a.dtype) * jax.lax.stop_gradient(scale)
 
-        def cond(state):
-            _, ok, tries = state
-            return (~ok) & (tries < max_tries)
+            def cond(state):
+                _, ok, tries = state
+                return (~ok) & (tries < max_tries)
 
-        def body(state):
-            j, _, tries = state
-            j = jnp.where(j > 0, j * growth, jnp.asarray(1e-10, a.dtype) * jax.lax.stop_gradient(scale))
-            return j, attempt(j, a_stop)[1], tries + 1
+            def body(state):
+                j, _, tries = state
+                j = jnp.where(j > 0, j * growth, tiny)
+                return j, attempt(j, a_stop)[1], tries + 1
 
-        j, ok, tries = jax.lax.while_loop(cond, body, (j0, ok0, jnp.asarray(1)))
-        chol = jax.lax.cond(ok0, lambda: chol0, lambda: attempt(j)[0])
+            j, ok, tries = jax.lax.while_loop(cond, body, (j0, ok0, one))
+            return attempt(j)[0], ok, j, tries
+
+        chol, ok, j, tries = jax.lax.cond(ok0, lambda: (chol0, ok0, j0, one), retry)
     flag = concrete_value(ok)
     if flag is not None and not bool(flag):
         raise ValueError(f"{name} is not positive definite even after {max_tries} jitter tries "
@@ -258,11 +273,11 @@ def gp_condition(k_train_train: ArrayLike, y_train: ArrayLike, *, noise: ArrayLi
     y = _check_targets(k, y_train)
     check_positive("noise", noise, strict=False)
     check_choice("solver", solver, ("cholesky", "cg"))
-    a = k + jnp.asarray(noise, k.dtype) * jnp.eye(k.shape[0], dtype=k.dtype)
     if solver == "cholesky":
-        ch = jittered_cholesky(a, jitter=jitter, max_tries=max_tries, name="k_train_train")
+        ch = jittered_cholesky(k, jitter=jitter, max_tries=max_tries, shift=noise, name="k_train_train")
         alpha = jax.scipy.linalg.cho_solve((ch.chol, True), y)
         return GPConditioned(ch.chol, alpha, None, ch.jitter, ch.ok)
+    a = k + jnp.asarray(noise, k.dtype) * jnp.eye(k.shape[0], dtype=k.dtype)
     check_positive("jitter", jitter, strict=False)
     j = jitter * jnp.abs(jnp.mean(jnp.diagonal(a)))
     a = a + j * jnp.eye(k.shape[0], dtype=k.dtype)
@@ -332,8 +347,7 @@ def log_marginal_likelihood(k_train_train: ArrayLike, y_train: ArrayLike, *, noi
     k = _check_matrix("k_train_train", k_train_train)
     y = _check_targets(k, y_train)
     check_positive("noise", noise, strict=False)
-    a = k + jnp.asarray(noise, k.dtype) * jnp.eye(k.shape[0], dtype=k.dtype)
-    ch = jittered_cholesky(a, jitter=jitter, max_tries=max_tries, name="k_train_train")
+    ch = jittered_cholesky(k, jitter=jitter, max_tries=max_tries, shift=noise, name="k_train_train")
     ym = y[:, None] if y.ndim == 1 else y
     z = jax.scipy.linalg.solve_triangular(ch.chol, ym, lower=True)
     logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(ch.chol)))

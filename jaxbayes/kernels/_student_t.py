@@ -90,8 +90,7 @@ def _check_alpha_beta(alpha: ArrayLike, beta: ArrayLike) -> None:
 
 
 def _quadratic(k: Array, y: Array, noise: ArrayLike, jitter: float, max_tries: int):
-    a = k + jnp.asarray(noise, k.dtype) * jnp.eye(k.shape[0], dtype=k.dtype)
-    ch = jittered_cholesky(a, jitter=jitter, max_tries=max_tries, name="k_train_train")
+    ch = jittered_cholesky(k, jitter=jitter, max_tries=max_tries, shift=noise, name="k_train_train")
     ym = y[:, None] if y.ndim == 1 else y
     z = jax.scipy.linalg.solve_triangular(ch.chol, ym, lower=True)
     logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(ch.chol)))
