@@ -208,6 +208,47 @@ def test_nan_skip_and_raise_report_step():
         vi.fit(jax.random.key(0), strict, strict.init(jnp.ones(3), batch=1.0), 3, data=jnp.nan)
 
 
+def test_skip_guards_the_gradient_raise_also_the_objective():
+    # log(batch) < 0 makes the objective NaN while its gradient in theta stays finite: "skip" applies the update
+    # (the state stays finite), "raise" reports the step.
+    logp = lambda theta, b: -0.5 * jnp.sum(theta**2) + jnp.log(b)
+    skip = vi.meanfield_vi(logp, optax.adam(1e-1))
+    state, info = jax.jit(skip.step)(jax.random.key(0), skip.init(jnp.ones(2), batch=1.0), -1.0)
+    assert bool(info.finite) and int(state.num_skipped) == 0 and not bool(jnp.isfinite(info.objective))
+    assert all(bool(jnp.isfinite(v).all()) for v in jax.tree.leaves(state.q))
+    strict = vi.meanfield_vi(logp, optax.adam(1e-1), nan_policy="raise")
+    with pytest.raises(FloatingPointError, match="step 0"):
+        strict.step(jax.random.key(0), strict.init(jnp.ones(2), batch=1.0), -1.0)
+
+
+def test_guarded_step_equals_the_plain_optax_update():
+    # The guarded update (a lax.cond) gives exactly optax's update on the same gradient, for optimisers whose
+    # states hold weak-typed scalars, schedules and gradient accumulators; under vmap too (cond becomes select).
+    logp = lambda t: -0.5 * jnp.sum((t["a"] - 1.0) ** 2) - jnp.sum(t["b"] ** 2)
+    keys = jax.random.split(jax.random.key(1), 2)
+    for opt in (optax.sgd(0.1), optax.MultiSteps(optax.adam(0.1), 2),
+                optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(optax.linear_schedule(0.1, 0.01, 10)))):
+        alg = vi.meanfield_vi(logp, opt, num_samples=2)
+
+        @jax.jit
+        def both(k, st, alg=alg, opt=opt):
+            grads = jax.grad(lambda q: -vi.elbo(k, q, logp, num_samples=2))(st.q)
+            updates, opt_state = opt.update(grads, st.opt_state, st.q)
+            return (optax.apply_updates(st.q, updates), opt_state), alg.step(k, st)
+
+        state = alg.init({"a": jnp.zeros(3), "b": jnp.ones(2)})
+        for k in keys:
+            expected, (state, info) = both(k, state)
+            assert bool(info.finite)
+            for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves((state.q, state.opt_state)), strict=True):
+                np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    batched = jax.jit(jax.vmap(alg.step, in_axes=(0, None)))(keys, state)[0]
+    single = jax.jit(alg.step)
+    for i, k in enumerate(keys):
+        for a, b in zip(jax.tree.leaves(single(k, state)[0]), jax.tree.leaves(batched), strict=True):
+            np.testing.assert_allclose(a, b[i], rtol=1e-5, atol=1e-6)
+
+
 def test_bad_inputs_raise_clear_errors(key):
     logp = lambda w: jnp.where(w[0] > 0, -0.5 * jnp.sum(w**2), -jnp.inf)
     alg = vi.meanfield_vi(logp, optax.adam(1e-2))
