@@ -55,19 +55,23 @@ from jaxbayes.kernels._layers import serial as serial
 from jaxbayes.kernels._monte_carlo import MonteCarloKernel as MonteCarloKernel
 from jaxbayes.kernels._monte_carlo import empirical_ntk as empirical_ntk
 from jaxbayes.kernels._monte_carlo import monte_carlo_kernel as monte_carlo_kernel
+from jaxbayes.kernels._student_t import LaplaceMulticlass as LaplaceMulticlass
 from jaxbayes.kernels._student_t import ScaleMixturePosterior as ScaleMixturePosterior
 from jaxbayes.kernels._student_t import StudentTClassification as StudentTClassification
 from jaxbayes.kernels._student_t import StudentTPosterior as StudentTPosterior
 from jaxbayes.kernels._student_t import fit_student_t as fit_student_t
 from jaxbayes.kernels._student_t import laplace_binary as laplace_binary
+from jaxbayes.kernels._student_t import laplace_multiclass as laplace_multiclass
 from jaxbayes.kernels._student_t import scale_mixture_posterior as scale_mixture_posterior
 from jaxbayes.kernels._student_t import student_t_classify as student_t_classify
+from jaxbayes.kernels._student_t import student_t_classify_multiclass as student_t_classify_multiclass
 from jaxbayes.kernels._student_t import student_t_log_marginal_likelihood as student_t_log_marginal_likelihood
 from jaxbayes.kernels._student_t import student_t_posterior as student_t_posterior
 from jaxbayes.kernels._student_t import student_t_predictive_logpdf as student_t_predictive_logpdf
 
 __all__ = [
-    "StudentTClassification", "laplace_binary", "student_t_classify",
+    "LaplaceMulticlass", "StudentTClassification", "laplace_binary", "laplace_multiclass", "student_t_classify",
+    "student_t_classify_multiclass",
     "ABReLU", "Abs", "CGResult", "CholeskyResult", "Conv", "Cos", "DKM", "DKMInfo", "DKMParams",
     "DKMPrediction", "DKMState", "Dense", "Erf", "Exp", "FanInSum", "FanOut", "FitResult", "Flatten",
     "GELU", "GPConditioned", "GPPosterior", "GlobalAvgPool", "Identity", "Kernel", "KernelMatrices",
