@@ -147,6 +147,8 @@ class _Config(NamedTuple):
 
 def _solve(config: _Config, theta, f0, g0):
     geom, a, b, eps, tau_a, tau_b, eps_start = theta
+    if geom.cost_matrix is not None and not config.epsilon_scaling:
+        return _solve_absorbed(config, theta, f0, g0)
     log_a, log_b = _log(a), _log(b)
     dtype = f0.dtype
     n_max = config.max_iterations
@@ -179,6 +181,68 @@ def _solve(config: _Config, theta, f0, g0):
     f, g, err, it, errors = jax.lax.while_loop(cond, body, init)
     converged = (err <= config.threshold) & (eps_at(it - 1) <= eps)
     return f, g, errors, it, converged
+
+
+def _solve_absorbed(config: _Config, theta, f0, g0):
+    """Dense Sinkhorn with absorbed potentials (Schmitzer 2019, "Stabilized sparse scaling algorithms"): the
+    same iterates as the log-domain loop, but between absorptions each iteration is two products with the
+    stored kernel ``K_ij = exp((fbar_i + gbar_j - C_ij) / eps)`` instead of two log-sum-exps over the cost
+    matrix (no exponentials of the whole matrix, one pass instead of two per side: about 3x less work).
+
+    Each outer step runs one exact log-domain iteration, absorbs its potentials into ``K`` and then iterates
+    in the scaling domain while the scalings ``(f - fbar) / eps``, ``(g - gbar) / eps`` stay below a quarter
+    of the dtype's exponent range (no overflow, no lost mass to underflow); a step whose products underflow
+    or overflow is rejected and the next outer step re-absorbs. No ``lax.cond``, so ``vmap`` does no extra
+    work.
+    """
+    geom, a, b, eps, tau_a, tau_b, _ = theta
+    c = geom.cost_matrix
+    log_a, log_b = _log(a), _log(b)
+    dtype = f0.dtype
+    n_max = config.max_iterations
+    limit = -0.25 * float(np.log(np.finfo(dtype).tiny))  # |scaling| bound: 21.8 in float32, 177 in float64
+
+    def not_done(err, it):
+        if config.fixed_iterations:
+            return it < n_max
+        return (it < n_max) & ((err > config.threshold) | (it < config.min_iterations))
+
+    def outer(state):
+        f, g, _, it, errors = state
+        lse_rows = geom.lse(log_b + g / eps, eps, axis=1)
+        err = jnp.sum(a * jnp.abs(jnp.exp(f / eps + lse_rows) - _exp_neg_over_rho(f, tau_a, eps)))
+        fbar = -tau_a * eps * lse_rows
+        gbar = -tau_b * eps * geom.lse(log_a + fbar / eps, eps, axis=0)
+        errors = errors.at[it].set(err)
+        kernel = jnp.exp((fbar[:, None] + gbar[None, :] - c) / eps)
+
+        def inner_cond(st):
+            _, _, err, it, _, ok = st
+            return ok & not_done(err, it)
+
+        def inner(st):
+            f, g, err, it, errors, _ = st
+            r = kernel @ (b * jnp.exp((g - gbar) / eps))
+            lse_rows = jnp.log(r) - fbar / eps
+            new_err = jnp.sum(a * jnp.abs(jnp.exp(f / eps + lse_rows) - _exp_neg_over_rho(f, tau_a, eps)))
+            new_f = -tau_a * eps * lse_rows
+            col = (a * jnp.exp((new_f - fbar) / eps)) @ kernel
+            new_g = -tau_b * eps * (jnp.log(col) - gbar / eps)
+            accept = jnp.all(jnp.isfinite(new_f)) & jnp.all(jnp.isfinite(new_g)) & jnp.isfinite(new_err)
+            within = ((jnp.max(jnp.abs(new_f - fbar)) <= limit * eps)
+                      & (jnp.max(jnp.abs(new_g - gbar)) <= limit * eps))
+            keep = lambda new, old: jnp.where(accept, new, old)
+            errors = errors.at[it].set(keep(new_err, errors[it]))
+            return (keep(new_f, f), keep(new_g, g), keep(new_err, err), it + accept.astype(it.dtype), errors,
+                    accept & within)
+
+        init = (fbar, gbar, err, it + 1, errors, jnp.asarray(True))
+        f, g, err, it, errors, _ = jax.lax.while_loop(inner_cond, inner, init)
+        return f, g, err, it, errors
+
+    init = (f0, g0, jnp.asarray(jnp.inf, dtype), jnp.asarray(0, jnp.int32), -jnp.ones((n_max,), dtype))
+    f, g, err, it, errors = jax.lax.while_loop(lambda st: not_done(st[2], st[3]), outer, init)
+    return f, g, errors, it, err <= config.threshold
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))

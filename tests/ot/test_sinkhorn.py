@@ -164,11 +164,12 @@ def test_cost_gradient_in_weights_and_epsilon(x64):
     np.testing.assert_allclose(ge, (cost(a0, 0.3 + h) - cost(a0, 0.3 - h)) / (2 * h), rtol=1e-5)
 
 
-def test_zero_weight_points_give_finite_outputs():
+@pytest.mark.parametrize("chunk", [None, 8])
+def test_zero_weight_points_give_finite_outputs(chunk):
     x, y = _clouds()
     a = jnp.ones(30).at[:5].set(0.0) / 25
     b = jnp.ones(25).at[-3:].set(0.0) / 22
-    out = sinkhorn(ot.pointcloud(x, y, chunk_size=8), a, b)
+    out = sinkhorn(ot.pointcloud(x, y, chunk_size=chunk), a, b)
     assert bool(out.converged)
     for leaf in (out.f, out.g, out.cost, out.primal_cost, out.error):
         assert np.all(np.isfinite(leaf))
@@ -176,6 +177,28 @@ def test_zero_weight_points_give_finite_outputs():
     assert float(jnp.abs(plan[:5]).max()) == 0.0 and float(jnp.abs(plan[:, -3:]).max()) == 0.0
     grad = jax.jit(jax.grad(lambda x: sinkhorn(ot.pointcloud(x, y), a, b).cost))(x)
     assert np.all(np.isfinite(grad))
+
+
+def test_dense_absorbed_kernel_small_epsilon_float32():
+    """Dense solves iterate on a stored kernel with absorbed potentials; at eps = 0.005 * mean cost in float32
+    the scalings outgrow the float32 range many times (re-absorption). Same iterates as the log-domain
+    matrix-free loop, same plan as POT's float64 log-domain solver."""
+    x, y = _clouds(40, 40)
+    a = jnp.ones(40).at[0].set(0.0) / 39
+    b = jnp.ones(40) / 40
+    kw = dict(epsilon=0.005, threshold=1e-3, max_iterations=3000)
+    dense = sinkhorn(ot.pointcloud(x, y), a, b, **kw)
+    free = sinkhorn(ot.pointcloud(x, y, chunk_size=16), a, b, **kw)
+    assert bool(dense.converged) and bool(free.converged)
+    assert abs(int(dense.n_iters) - int(free.n_iters)) <= 1
+    c = np.asarray(ot.SqEuclidean().pairwise(x, y), np.float64)[1:]  # POT without the zero-weight point
+    ref = pot.bregman.sinkhorn_log(np.asarray(a, np.float64)[1:], np.asarray(b, np.float64), c,
+                                   float(dense.epsilon), stopThr=1e-7, numItermax=20000)
+    plan = np.asarray(dense.plan(), np.float64)
+    assert float(np.abs(plan[0]).max()) == 0.0
+    np.testing.assert_allclose(dense.transport_cost, np.sum(ref * c), rtol=2e-3)
+    assert float(np.abs(plan[1:] - ref).sum()) < 1e-2  # both stop at an L1 marginal error of 1e-3
+    np.testing.assert_allclose(plan, free.plan(), atol=1e-5)
 
 
 def test_float32_agrees_with_float64():
