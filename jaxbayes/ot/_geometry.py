@@ -32,8 +32,8 @@ class Geometry:
       cost_matrix: dense ``(n, m)`` costs, or ``None`` for point clouds.
       cost: the :class:`~jaxbayes.ot.Cost` used for point clouds (static).
       chunk_size: ``None`` builds the ``(n, m)`` cost matrix (and a kernel of the same size) once per solve
-        (fastest); an int makes the
-        geometry matrix-free with ``chunk_size`` rows or columns computed at a time (static).
+        (fastest); an int makes the geometry matrix-free with ``chunk_size`` rows or columns computed at a
+        time (static).
     """
 
     x: Array | None
