@@ -19,19 +19,23 @@ The Gaussian cases start every impl from the same q (mean 0, scale 0.1 for the c
 logistic one; BlackJAX's state is built by hand since its init fixes the scale). The BNN case uses each
 library's defaults (noted in the table); jaxbayes is also timed with plain weight sampling, the peers' scheme.
 
-Time per step is the median over repeats of one jitted ``lax.scan`` of ``n`` steps, divided by ``n``.
+Time per step is the median over repeats of one jitted ``lax.scan`` of ``n`` steps, divided by ``n``; in the
+Gaussian cases the three impls' repeats alternate (one run of each per round) so load drift on a shared machine
+hits them alike.
 """
 
 from __future__ import annotations
 
 import pathlib
+import statistics
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.harness import record, time_fn
+from benchmarks.harness import Timing, record, time_fn
 
 BENCH = "vi"
 
@@ -46,6 +50,33 @@ def _timed_run(step, init_state, num_steps, *, repeats):
     timing, state = time_fn(run, init_state, keys, repeats=repeats, warmup=1)
     return timing._replace(median_s=timing.median_s / num_steps, min_s=timing.min_s / num_steps,
                            max_s=timing.max_s / num_steps), state
+
+
+def _timed_runs_interleaved(runs, num_steps, *, repeats):
+    """Time several ``name -> (step, init_state)`` runs in alternation: each round runs every impl once.
+
+    On a shared machine the load changes over seconds; timing one impl's repeats back to back and then the
+    next's lets that drift decide the ratio, alternating spreads it over all impls alike. Returns
+    ``name -> (Timing per step, final state)``.
+    """
+    keys = jax.random.split(jax.random.key(42), num_steps)
+    fns, first, times, states = {}, {}, {name: [] for name in runs}, {}
+    for name, (step, init_state) in runs.items():
+        fns[name] = jax.jit(lambda s, ks, step=step: _scan_steps(step, s, ks))
+        start = time.perf_counter()
+        states[name] = jax.block_until_ready(fns[name](init_state, keys))
+        first[name] = time.perf_counter() - start
+    for _ in range(repeats):
+        for name, (_, init_state) in runs.items():
+            start = time.perf_counter()
+            states[name] = jax.block_until_ready(fns[name](init_state, keys))
+            times[name].append(time.perf_counter() - start)
+    out = {}
+    for name, ts in times.items():
+        median = statistics.median(ts)
+        out[name] = (Timing(max(first[name] - median, 0.0), median / num_steps, min(ts) / num_steps,
+                            max(ts) / num_steps, repeats), states[name])
+    return out
 
 
 def _numpyro_svi(model, guide, optimizer, num_particles, *args):
@@ -90,8 +121,6 @@ def _gaussian_cases(name, logp, numpyro_model, d, steps, lr, num_samples, repeat
     for family in ("meanfield", "fullrank"):
         alg = vi.gaussian_vi(logp, optax.adam(sched), family=family, num_samples=num_samples,
                              init_scale=init_scale)
-        t, st = _timed_run(alg.step, alg.init(x0), steps, repeats=repeats)
-        rows.append(record(BENCH, f"{name}/{family}", "jaxbayes", t, steps=steps, **evaluate(st.q)))
         bj = (blackjax.meanfield_vi if family == "meanfield" else blackjax.fullrank_vi)(
             logp, optax.adam(sched), num_samples=num_samples)
         # BlackJAX's init fixes the scale (exp(-2) mean-field, 1 full-rank); set it to ours instead.
@@ -101,14 +130,18 @@ def _gaussian_cases(name, logp, numpyro_model, d, steps, lr, num_samples, repeat
         else:
             chol = jnp.zeros(d * (d + 1) // 2).at[:d].set(jnp.log(init_scale))
             bj_state = FRVIState(x0, chol, optax.adam(sched).init((x0, chol)))
-        t, st = _timed_run(bj.step, bj_state, steps, repeats=repeats)
+        guide = (AutoNormal if family == "meanfield" else AutoMultivariateNormal)(numpyro_model, init_scale=init_scale)
+        svi, np_state, np_step = _numpyro_svi(numpyro_model, guide, numpyro.optim.optax_to_numpyro(optax.adam(sched)),
+                                              num_samples)
+        timed = _timed_runs_interleaved({"jaxbayes": (alg.step, alg.init(x0)), "blackjax": (bj.step, bj_state),
+                                         "numpyro": (np_step, np_state)}, steps, repeats=repeats)
+        t, st = timed["jaxbayes"]
+        rows.append(record(BENCH, f"{name}/{family}", "jaxbayes", t, steps=steps, **evaluate(st.q)))
+        t, st = timed["blackjax"]
         q = (_to_meanfield(st.mu, jnp.exp(st.rho)) if family == "meanfield"
              else _to_fullrank(st.mu, _unflatten_cholesky(st.chol_params, d)))
         rows.append(record(BENCH, f"{name}/{family}", "blackjax", t, steps=steps, **evaluate(q)))
-        guide = (AutoNormal if family == "meanfield" else AutoMultivariateNormal)(numpyro_model, init_scale=init_scale)
-        svi, st0, step = _numpyro_svi(numpyro_model, guide, numpyro.optim.optax_to_numpyro(optax.adam(sched)),
-                                      num_samples)
-        t, st = _timed_run(step, st0, steps, repeats=repeats)
+        t, st = timed["numpyro"]
         params = svi.get_params(st)
         if family == "meanfield":
             q = _to_meanfield(params["w_auto_loc"], params["w_auto_scale"])
@@ -153,7 +186,7 @@ def conjugate(quick: bool) -> list[dict]:
         return out
 
     steps = 3000 if quick else 6000
-    return _gaussian_cases("conjugate", logp, model, x.shape[1], steps, 1e-2, 4, 3 if quick else 5, evaluate,
+    return _gaussian_cases("conjugate", logp, model, x.shape[1], steps, 1e-2, 4, 9 if quick else 15, evaluate,
                            init_scale=0.1)
 
 
@@ -184,7 +217,7 @@ def logistic(quick: bool) -> list[dict]:
         return {"final_elbo": float(elbo_fn(q))}
 
     steps = 1000 if quick else 3000
-    return _gaussian_cases("logistic", logp, model, x.shape[1], steps, 2e-2, 4, 3 if quick else 5, evaluate,
+    return _gaussian_cases("logistic", logp, model, x.shape[1], steps, 2e-2, 4, 9 if quick else 15, evaluate,
                            init_scale=1.0)
 
 
