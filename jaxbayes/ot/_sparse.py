@@ -21,7 +21,9 @@ gradient is the marginal violation, so the stopping tolerance is an L1 marginal 
 differentiated implicitly (``jax.custom_vjp``: CG on the Hessian of the dual, never unrolled): plans and
 costs are differentiable in ``C``, ``a``, ``b``. The top-k selection is a gather at the selected indices,
 whose derivative is the correct (almost-everywhere) one. For small ``k`` it is found by ``k`` arg-max
-passes (O(k n m)), much faster on CPU than ``jax.lax.top_k``, which sorts. POT's ``ot.smooth`` implements
+passes (O(k n m)), much faster on CPU than ``jax.lax.top_k``, which sorts. The dual solver needs only the
+k-th largest value per column (max passes by value, ties share their weight), computed block by block of
+columns so that each evaluation reads the cost matrix from memory once. POT's ``ot.smooth`` implements
 the same problems in NumPy with SciPy's L-BFGS-B and no gradients; hence a JAX implementation.
 """
 
@@ -168,35 +170,9 @@ def _scatter_last(vals: Array, idx: Array, n: int) -> Array:
 # ------------------------------------------------------------------ objectives (to be MINIMISED)
 def _top_k_weights(s: Array, k: int) -> Array:
     """Weights ``w`` along axis 0 with ``sum(w * f(s)) = sum(f(top_k(s)))`` for any ``f``: 1 above the k-th
-    largest value ``tau``, ``(k - #{s > tau}) / #{s == tau}`` at ``tau`` (ties share), 0 below.
-
-    Works on values, not indices: ``k`` masked max passes (each finds the next distinct value) and one pass
-    of counts. Reductions along axis 0 of the ``(n, m)`` matrix vectorise on CPU, unlike arg-max (a variadic
-    reduce) or ``lax.top_k`` (a sort), which made the top-k dual 2-8x slower per evaluation.
-    """
-    n = s.shape[0]
-    if k >= n:
-        return jnp.ones_like(s)
+    largest value ``tau``, ``(k - #{s > tau}) / #{s == tau}`` at ``tau`` (ties share), 0 below."""
     s = jax.lax.stop_gradient(s)
-    if k > _SMALL_K:
-        tau = jax.lax.top_k(s.T, k)[0][None, :, -1]
-        above = jnp.sum(s > tau, axis=0, keepdims=True)
-        ties = jnp.sum(s == tau, axis=0, keepdims=True)
-    else:
-        vals, prev = [], None
-        for _ in range(k):
-            masked = s if prev is None else jnp.where(s < prev, s, -jnp.inf)
-            prev = jnp.max(masked, axis=0, keepdims=True)
-            vals.append(prev)
-        counts = [jnp.sum(s >= v, axis=0, keepdims=True) for v in vals]  # cumulative, non-decreasing
-        tau, ge = vals[-1], counts[-1]
-        above = counts[-2] if k > 1 else jnp.zeros_like(ge)
-        for i in reversed(range(k - 1)):  # the first distinct value whose cumulative count reaches k
-            hit = counts[i] >= k
-            tau, ge = jnp.where(hit, vals[i], tau), jnp.where(hit, counts[i], ge)
-            above = jnp.where(hit, counts[i - 1] if i > 0 else 0, above)
-        ties = ge - above
-    share = (k - above).astype(s.dtype) / jnp.maximum(ties, 1).astype(s.dtype)
+    tau, share = (v.T for v in _top_k_threshold(s.T, k))
     return jnp.where(s > tau, 1.0, jnp.where(s == tau, share, 0.0)).astype(s.dtype)
 
 
@@ -209,7 +185,10 @@ def _neg_dual(params, c, a, b, gamma, k):
 
 def _top_k_threshold(s: Array, k: int) -> tuple[Array, Array]:
     """Per row of ``s`` (``(B, n)``): the k-th largest value ``tau`` and the weight ``share`` of entries equal
-    to it, ``(k - #{s > tau}) / #{s == tau}`` (ties share), both ``(B, 1)``; see :func:`_top_k_weights`."""
+    to it, ``(k - #{s > tau}) / #{s == tau}`` (ties share), both ``(B, 1)``; see :func:`_top_k_weights`.
+
+    Works on values, not indices: ``k`` masked max passes (each finds the next distinct value) and one pass
+    of counts, which vectorise on CPU, unlike arg-max (a variadic reduce) or ``lax.top_k`` (a sort)."""
     n = s.shape[1]
     if k >= n:
         return jnp.full(s.shape[:1] + (1,), -jnp.inf, s.dtype), jnp.ones(s.shape[:1] + (1,), s.dtype)
