@@ -19,9 +19,8 @@ The Gaussian cases start every impl from the same q (mean 0, scale 0.1 for the c
 logistic one; BlackJAX's state is built by hand since its init fixes the scale). The BNN case uses each
 library's defaults (noted in the table); jaxbayes is also timed with plain weight sampling, the peers' scheme.
 
-Time per step is the median over repeats of one jitted ``lax.scan`` of ``n`` steps, divided by ``n``; in the
-Gaussian cases the three impls' repeats alternate (one run of each per round) so load drift on a shared machine
-hits them alike.
+Time per step is the median over repeats of one jitted ``lax.scan`` of ``n`` steps, divided by ``n``; the impls
+of a case alternate (one run of each per round) so load drift on a shared machine hits them alike.
 """
 
 from __future__ import annotations
@@ -35,21 +34,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.harness import Timing, record, time_fn
+from benchmarks.harness import Timing, record
 
 BENCH = "vi"
 
 
 def _scan_steps(step, state, keys):
     return jax.lax.scan(lambda s, k: (step(k, s)[0], None), state, keys)[0]
-
-
-def _timed_run(step, init_state, num_steps, *, repeats):
-    keys = jax.random.split(jax.random.key(42), num_steps)
-    run = jax.jit(lambda s, ks: _scan_steps(step, s, ks))
-    timing, state = time_fn(run, init_state, keys, repeats=repeats, warmup=1)
-    return timing._replace(median_s=timing.median_s / num_steps, min_s=timing.min_s / num_steps,
-                           max_s=timing.max_s / num_steps), state
 
 
 def _timed_runs_interleaved(runs, num_steps, *, repeats):
@@ -252,20 +243,6 @@ def bnn(quick: bool) -> list[dict]:
     def accuracy(probs):
         return float(vi.metrics.accuracy(probs, yt))
 
-    # jaxbayes: local reparameterisation, full batch
-    alg = vi.bnn_vi(module, optax.adam(lr), num_data=n, prior_scale=1.0, init_scale=1e-3)
-    t, st = _timed_run(lambda k, s: alg.step(k, s, (x, y)), alg.init(jax.random.key(0), x[:1]), steps,
-                       repeats=2)
-    probs = jax.jit(lambda s: alg.predict(jax.random.key(1), s, xt, num_samples=16, chunk_size=8))(st)
-    rows.append(record(BENCH, "bnn/meanfield", "jaxbayes", t, steps=steps, test_accuracy=accuracy(probs),
-                       note="local reparameterisation (per-example noise)"))
-    alg_s = vi.bnn_vi(module, optax.adam(lr), num_data=n, prior_scale=1.0, init_scale=1e-3, method="sample")
-    t, st = _timed_run(lambda k, s: alg_s.step(k, s, (x, y)), alg_s.init(jax.random.key(0), x[:1]), steps,
-                       repeats=2)
-    probs = jax.jit(lambda s: alg_s.predict(jax.random.key(1), s, xt, num_samples=16, chunk_size=8))(st)
-    rows.append(record(BENCH, "bnn/meanfield", "jaxbayes-weight-sampling", t, steps=steps,
-                       test_accuracy=accuracy(probs), note="method='sample' (one weight draw per step)"))
-
     def forward(p, h):
         return module.apply({"params": p}, h)
 
@@ -277,13 +254,6 @@ def bnn(quick: bool) -> list[dict]:
 
     def mc_probs(draws):
         return jnp.mean(jax.vmap(lambda p: jax.nn.softmax(forward(p, xt)))(draws), axis=0)
-
-    bj = blackjax.meanfield_vi(logp, optax.adam(lr), num_samples=1)
-    t, st = _timed_run(bj.step, bj.init(params0), steps, repeats=2)
-    draws = bj.sample(jax.random.key(1), st, 16)
-    rows.append(record(BENCH, "bnn/meanfield", "blackjax", t, steps=steps,
-                       test_accuracy=accuracy(jax.jit(mc_probs)(draws)),
-                       note="default init: mu = flax init, sigma = exp(-2)"))
 
     def model(h, labels=None):
         ws = []
@@ -297,9 +267,32 @@ def bnn(quick: bool) -> list[dict]:
                 h = jax.nn.relu(h)
         numpyro.sample("y", dist.Categorical(logits=h), obs=labels)
 
+    # jaxbayes: local reparameterisation and plain weight sampling, full batch; the four impls alternate
+    alg = vi.bnn_vi(module, optax.adam(lr), num_data=n, prior_scale=1.0, init_scale=1e-3)
+    alg_s = vi.bnn_vi(module, optax.adam(lr), num_data=n, prior_scale=1.0, init_scale=1e-3, method="sample")
+    bj = blackjax.meanfield_vi(logp, optax.adam(lr), num_samples=1)
     guide = AutoNormal(model)
     svi, st0, step = _numpyro_svi(model, guide, numpyro.optim.optax_to_numpyro(optax.adam(lr)), 1, x, y)
-    t, st = _timed_run(step, st0, steps, repeats=2)
+    timed = _timed_runs_interleaved({
+        "local": (lambda k, s: alg.step(k, s, (x, y)), alg.init(jax.random.key(0), x[:1])),
+        "sample": (lambda k, s: alg_s.step(k, s, (x, y)), alg_s.init(jax.random.key(0), x[:1])),
+        "blackjax": (bj.step, bj.init(params0)),
+        "numpyro": (step, st0)}, steps, repeats=3)
+
+    t, st = timed["local"]
+    probs = jax.jit(lambda s: alg.predict(jax.random.key(1), s, xt, num_samples=16, chunk_size=8))(st)
+    rows.append(record(BENCH, "bnn/meanfield", "jaxbayes", t, steps=steps, test_accuracy=accuracy(probs),
+                       note="local reparameterisation (per-example noise)"))
+    t, st = timed["sample"]
+    probs = jax.jit(lambda s: alg_s.predict(jax.random.key(1), s, xt, num_samples=16, chunk_size=8))(st)
+    rows.append(record(BENCH, "bnn/meanfield", "jaxbayes-weight-sampling", t, steps=steps,
+                       test_accuracy=accuracy(probs), note="method='sample' (one weight draw per step)"))
+    t, st = timed["blackjax"]
+    draws = bj.sample(jax.random.key(1), st, 16)
+    rows.append(record(BENCH, "bnn/meanfield", "blackjax", t, steps=steps,
+                       test_accuracy=accuracy(jax.jit(mc_probs)(draws)),
+                       note="default init: mu = flax init, sigma = exp(-2)"))
+    t, st = timed["numpyro"]
     params = svi.get_params(st)
     from numpyro.infer import Predictive
 
