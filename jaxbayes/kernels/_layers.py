@@ -17,6 +17,7 @@ for the arc-cosine kernel; Williams (1997) for the erf kernel.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -154,6 +155,26 @@ def _pairs(k: Kernel) -> tuple[tuple[Array, Array], tuple[Array, Array], tuple[A
     return cross, self1, self2
 
 
+_ROW_BLOCK_ELEMENTS = 2**18
+
+
+def _rowwise(fn: Callable, *arrays: Array) -> Any:
+    """``fn`` applied row by row (``fn`` sees one row of each array, without the row axis; it is elementwise).
+
+    Vector kernels go in one call; spatial kernels in blocks of rows (``lax.map`` with ``batch_size``).
+
+    Computing a nonlinearity's outputs in a loop keeps each block in cache and, above all, materialises them:
+    XLA:CPU would otherwise fuse the whole elementwise map into each of the shifted slices of the next
+    convolution (:func:`_conv_pairs`), recomputing it once per filter offset.
+    """
+    rows = arrays[0].shape[0]
+    if arrays[0].ndim <= 2 or rows < 2:  # vectors: nothing to recompute; one row: a loop would be removed
+        return fn(*arrays)
+    # blocks of about _ROW_BLOCK_ELEMENTS entries, and at least two of them
+    block = min(max(1, _ROW_BLOCK_ELEMENTS // math.prod(arrays[0].shape[1:])), -(-rows // 2))
+    return jax.lax.map(lambda a: fn(*a), arrays, batch_size=block)
+
+
 def _elementwise_map(kernels_fn: Callable) -> Callable[[Kernel], Kernel]:
     """Kernel map of a pointwise nonlinearity from ``kernels_fn(c, qa, qb) -> (E[phi phi], E[phi' phi'])``.
 
@@ -172,12 +193,17 @@ def _elementwise_map(kernels_fn: Callable) -> Callable[[Kernel], Kernel]:
             # sqrt(q1 q2 - c^2) is exactly 0 instead of sqrt(rounding error) ~ 1e-8 relative.
             idx = jnp.arange(c.shape[0])
             c = c.at[idx, idx].set(k.var1)
-        nngp, dot = kernels_fn(c, *cross)
-        if dot is None:
-            raise ValueError("this nonlinearity has no NTK (its derivative is not square integrable)")
-        ntk = dot * k.ntk
-        var1 = kernels_fn(k.var1, *self1)[0]
-        var2 = None if k.var2 is None else kernels_fn(k.var2, *self2)[0]
+        qb = cross[1][0]  # (m, *1, *S): the same for every row
+
+        def cross_rows(c_rows, ntk_rows, qa_rows):
+            nngp, dot = kernels_fn(c_rows, qa_rows, qb)
+            if dot is None:
+                raise ValueError("this nonlinearity has no NTK (its derivative is not square integrable)")
+            return nngp, dot * ntk_rows
+
+        nngp, ntk = _rowwise(cross_rows, c, k.ntk, cross[0])
+        var1 = _rowwise(lambda v, qa, qb: kernels_fn(v, qa, qb)[0], k.var1, *self1)
+        var2 = None if k.var2 is None else _rowwise(lambda v, qa, qb: kernels_fn(v, qa, qb)[0], k.var2, *self2)
         return Kernel(nngp, ntk, var1, var2)
 
     return kernel_map
@@ -296,34 +322,33 @@ def Dense(out_dim: int = 512, W_std: ArrayLike = 1.0, b_std: ArrayLike = 0.0) ->
 def _conv_pairs(x: Array, batch: int, filter_shape: tuple[int, ...], padding: str) -> Array:
     """Average over filter offsets ``d`` of ``x[..., i + d, j + d]`` (both spatial blocks shifted together).
 
-    One spatial axis at a time, the pair ``(i, j)`` is moved last and flattened (``j`` zero-padded so that
-    no shift wraps into the next row); a diagonal shift ``(i + d, j + d)`` is then a shift of ``d`` rows
-    plus ``d`` columns, i.e. a 1-D window with dilation ``row + 1``: one ``lax.reduce_window`` per axis.
-    This is the same sum as neural-tangents' convolution with a diagonal filter (Novak et al., 2019).
-    Written as windows rather than a sum of shifted slices because XLA:CPU fuses the nonlinearity that
-    produced ``x`` into every shifted slice (recomputing it ``prod(filter_shape)`` times), whereas a
-    reduce-window reads an operand that is computed once.
+    The same sum as neural-tangents' convolution of the covariance with a diagonal filter (Novak et al.,
+    2019), written as ``prod(filter_shape)`` shifted slices, each zero-padded to the output shape, which XLA
+    fuses into one pass over ``x``. That pass is cheap only when ``x`` is already in memory: the
+    nonlinearities therefore compute their outputs in row blocks (:func:`_rowwise`), which XLA cannot fuse
+    into (and recompute in) every shifted slice.
     """
     s = len(filter_shape)
-    for axis, f in enumerate(filter_shape):
-        y = jnp.moveaxis(x, (batch + axis, batch + s + axis), (-2, -1))
-        h = y.shape[-1]
-        if padding == "SAME":  # output position i reads i + d - lo, d < f, with zeros outside
-            lo, hi = (f - 1) // 2, f - 1 - (f - 1) // 2
-            y = jnp.pad(y, [(0, 0)] * (y.ndim - 1) + [(lo, hi)])
-        else:  # VALID: output i < h - f + 1 reads i + d, always inside; nothing wraps
-            lo, hi = 0, f - 1
-        row = y.shape[-1]
-        lead = y.shape[:-2]
-        ones = (1,) * len(lead)
-        flat = y.reshape(*lead, h * row)
-        summed = jax.lax.reduce_window(flat, jnp.zeros((), x.dtype), jax.lax.add, (*ones, f), (*ones, 1),
-                                       [(0, 0)] * len(lead) + [(lo * (row + 1), hi * (row + 1))],
-                                       window_dilation=(*ones, row + 1))
-        summed = summed.reshape(*lead, h, row)
-        summed = summed[..., :, lo:lo + h] if padding == "SAME" else summed[..., :h - f + 1, :h - f + 1]
-        x = jnp.moveaxis(summed, (-2, -1), (batch + axis, batch + s + axis))
-    return x / math.prod(filter_shape)
+    spatial = x.shape[batch:batch + s]
+    if padding == "SAME":
+        lo = [(f - 1) // 2 for f in filter_shape]
+        out = spatial
+    else:
+        lo = [0] * s
+        out = tuple(h - f + 1 for h, f in zip(spatial, filter_shape, strict=True))
+    total = None
+    for offset in itertools.product(*(range(f) for f in filter_shape)):
+        src, pads = [], []
+        for d, h, o, low in zip(offset, spatial, out, lo, strict=True):
+            start = d - low  # output position i reads input i + start
+            first, last = max(start, 0), min(start + o, h)  # input rows that land inside the output
+            src.append(slice(first, last))
+            pads.append((first - start, start + o - last))
+        term = x[(slice(None),) * batch + tuple(src) * 2]
+        if any(p != (0, 0) for p in pads):
+            term = jnp.pad(term, [(0, 0)] * batch + pads * 2)
+        total = term if total is None else total + term
+    return total / math.prod(filter_shape)
 
 
 def Conv(out_chan: int = 64, filter_shape: Sequence[int] = (3, 3), W_std: ArrayLike = 1.0,  # noqa: N802, N803

@@ -265,3 +265,20 @@ def test_atan2_matches_numpy(x64):
     np.testing.assert_allclose(gy, x[6:100] / r2, rtol=1e-14)
     np.testing.assert_allclose(gx, -y[6:100] / r2, rtol=1e-14)
     assert jax.grad(_atan2)(0.0, 0.0) == 0.0
+
+
+def test_cnn_row_blocks_grad(key, x64):
+    # nonlinearities of spatial kernels run in row blocks (lax.map): gradients through them (and through the
+    # self-kernel path) match finite differences; vmap of kernel_fn is checked in test_jit_vmap_grad
+    def net(w):
+        return serial(Conv(1, (2, 2), w, 0.1), ReLU(), Conv(1, (2, 2), 1.2, 0.1), ReLU(), GlobalAvgPool())
+
+    x = jax.random.normal(key, (5, 3, 3, 2))
+
+    @jax.jit
+    def loss(w):
+        return jnp.sum(net(w).kernel_fn(x).ntk)
+
+    eps = 1e-6
+    np.testing.assert_allclose(jax.jit(jax.grad(loss))(1.3), (loss(1.3 + eps) - loss(1.3 - eps)) / (2 * eps),
+                               rtol=1e-6)
