@@ -130,7 +130,8 @@ def test_vmap_over_routing_problems():
     batched = jax.jit(jax.vmap(solve))(logits)
     single = jax.jit(solve)
     for i in range(6):
-        np.testing.assert_allclose(batched.plan[i], single(logits[i]).plan, atol=1e-6)
+        # equal up to the solver's tolerance (float32 fusion differs between the batched and single programs)
+        np.testing.assert_allclose(batched.plan[i], single(logits[i]).plan, atol=1e-5)
     assert int((batched.plan > 0).sum(axis=1).max()) <= 5
 
 
