@@ -121,8 +121,10 @@ def test_implicit_gradients_match_finite_differences(x64):
     np.testing.assert_allclose(grad, sparse_ot(c, k=3, gamma=0.5, tol=1e-12).plan, atol=1e-9)
 
 
-def test_vmap_over_routing_problems():
-    """Batched top-k routing: 6 groups of 16 tokens to 4 experts, each expert takes <= 5 tokens."""
+def test_vmap_over_routing_problems(x64):
+    """Batched top-k routing: 6 groups of 16 tokens to 4 experts, each expert takes <= 5 tokens.
+    In float64 every problem converges (in float32 L-BFGS stalls on some at a marginal error ~1e-2, and a
+    stalled iterate depends on rounding, so batched and single runs need not agree there)."""
     logits = jax.random.normal(jax.random.key(0), (6, 16, 4))
     a = jnp.ones(16) / 16
     b = jnp.ones(4) / 4
@@ -130,8 +132,8 @@ def test_vmap_over_routing_problems():
     batched = jax.jit(jax.vmap(solve))(logits)
     single = jax.jit(solve)
     for i in range(6):
-        # equal up to the solver's tolerance (float32 fusion differs between the batched and single programs)
-        np.testing.assert_allclose(batched.plan[i], single(logits[i]).plan, atol=1e-5)
+        np.testing.assert_allclose(batched.plan[i], single(logits[i]).plan, atol=1e-9)
+    assert bool(batched.converged.all())
     assert int((batched.plan > 0).sum(axis=1).max()) <= 5
 
 
