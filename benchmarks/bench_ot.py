@@ -21,12 +21,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.harness import Timing, record, time_fn
+from benchmarks.harness import Timing, record, time_fn, time_interleaved
 from jaxbayes import _plotting, ot
 
 THRESHOLD = 1e-3
@@ -60,11 +61,13 @@ def _sinkhorn_rows(quick: bool) -> list[dict]:
         eps = float(rel * ot.pointcloud(x, y).cost_scale())
         case = f"n={n} d={d} eps={rel}*mean(C)"
         repeats = 1 if quick else (3 if n <= 4000 else 1)
-        t, out = time_fn(ours, x, y, eps, repeats=repeats)
+        timed = time_interleaved({"ours": partial(ours, x, y, eps), "ott": partial(theirs, x, y, eps)},
+                                 repeats=repeats)
+        t, out = timed["ours"]
         rows.append(record("sinkhorn", case, "jaxbayes", t, iterations=int(out.n_iters),
                            converged=bool(out.converged), cost=float(out.cost), error=float(out.error),
                            transport_cost=float(out.transport_cost)))
-        t, o = time_fn(theirs, x, y, eps, repeats=repeats)
+        t, o = timed["ott"]
         rows.append(record("sinkhorn", case, "ott-jax", t, iterations=int(o.n_iters), converged=bool(o.converged),
                            cost=float(o.reg_ot_cost), cost_rel_diff=abs(float(o.reg_ot_cost) / float(out.cost) - 1)))
         if n <= (1000 if quick else 4000) and (not quick or (d == 2 and rel == 0.01)):

@@ -19,7 +19,7 @@
 from __future__ import annotations
 
 import pathlib
-import time
+from functools import partial
 
 import diffrax
 import jax
@@ -28,7 +28,7 @@ import lineax
 import numpy as np
 from scipy import integrate
 
-from benchmarks.harness import Timing, record, time_fn
+from benchmarks.harness import record, time_fn, time_interleaved
 from jaxbayes import datasets
 from jaxbayes._plotting import figure, save
 from jaxbayes.parallel import sample_keys
@@ -248,8 +248,10 @@ def _overhead(quick):
     # Interleaved repeats (the machine is shared): each round times every implementation once.
     ode_fns = {"jaxbayes": ours_ode, "lax.scan": raw_ode, "diffrax": diffrax_ode, "score evals only": score_only}
     em_fns = {"jaxbayes": ours_em, "lax.scan": raw_em, "diffrax": diffrax_em}
-    t_ode = _interleaved(ode_fns, x_T)
-    t_em = _interleaved(em_fns, key)
+    t_ode = {name: t for name, (t, _) in time_interleaved({n: partial(f, x_T) for n, f in ode_fns.items()},
+                                                          repeats=7).items()}
+    t_em = {name: t for name, (t, _) in time_interleaved({n: partial(f, key) for n, f in em_fns.items()},
+                                                         repeats=7).items()}
     out_raw = raw_ode(x_T)
     rows.append(record("sde_step_overhead", "pf_ode_euler_" + case, "jaxbayes", t_ode["jaxbayes"],
                        ratio_vs_lax_scan=t_ode["jaxbayes"].median_s / t_ode["lax.scan"].median_s,
@@ -268,23 +270,6 @@ def _overhead(quick):
     rows.append(record("sde_step_overhead", "euler_maruyama_" + case, "diffrax", t_em["diffrax"],
                        note="Euler on MultiTerm(ODETerm, ControlTerm) with UnsafeBrownianPath"))
     return rows
-
-
-def _interleaved(fns, arg, repeats=7):
-    """Median times of several functions, timed round-robin after a warm-up (compile) call each."""
-    compile_s, times = {}, {name: [] for name in fns}
-    for name, fn in fns.items():
-        start = time.perf_counter()
-        jax.block_until_ready(fn(arg))
-        compile_s[name] = time.perf_counter() - start
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(arg))
-            times[name].append(time.perf_counter() - start)
-    return {name: Timing(compile_s=compile_s[name] - float(np.median(t)), median_s=float(np.median(t)),
-                         min_s=float(np.min(t)), max_s=float(np.max(t)), repeats=repeats)
-            for name, t in times.items()}
 
 
 def _likelihood(quick):
@@ -323,9 +308,9 @@ def _likelihood(quick):
         t_rhs, _ = time_fn(rhs, y, 0.5, repeats=20)
         lp_sp, nfev = scipy_loglik(x)
         out = ours(jnp.asarray(x))
-        timed = _interleaved({"jaxbayes": lambda u: ours(jnp.asarray(u)).logp, "scipy": scipy_loglik}, x,
-                             repeats=9)
-        t_ours, t_sp = timed["jaxbayes"], timed["scipy"].median_s
+        timed = time_interleaved({"jaxbayes": lambda: ours(jnp.asarray(x)).logp, "scipy": partial(scipy_loglik, x)},
+                                 repeats=9)
+        t_ours, t_sp = timed["jaxbayes"][0], timed["scipy"][0].median_s
         nfe = np.asarray(out.nfe)
         case = f"gmm{DIM}d_batch{batch}_exact_trace"
         rows += [

@@ -26,15 +26,13 @@ of a case alternate (one run of each per round) so load drift on a shared machin
 from __future__ import annotations
 
 import pathlib
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks.harness import Timing, record
+from benchmarks.harness import record, time_interleaved
 
 BENCH = "vi"
 
@@ -44,30 +42,16 @@ def _scan_steps(step, state, keys):
 
 
 def _timed_runs_interleaved(runs, num_steps, *, repeats):
-    """Time several ``name -> (step, init_state)`` runs in alternation: each round runs every impl once.
-
-    On a shared machine the load changes over seconds; timing one impl's repeats back to back and then the
-    next's lets that drift decide the ratio, alternating spreads it over all impls alike. Returns
-    ``name -> (Timing per step, final state)``.
-    """
+    """Time several ``name -> (step, init_state)`` runs of ``num_steps`` jitted steps, alternating the impls
+    (see :func:`benchmarks.harness.time_interleaved`). Returns ``name -> (Timing per step, final state)``."""
     keys = jax.random.split(jax.random.key(42), num_steps)
-    fns, first, times, states = {}, {}, {name: [] for name in runs}, {}
+    calls = {}
     for name, (step, init_state) in runs.items():
-        fns[name] = jax.jit(lambda s, ks, step=step: _scan_steps(step, s, ks))
-        start = time.perf_counter()
-        states[name] = jax.block_until_ready(fns[name](init_state, keys))
-        first[name] = time.perf_counter() - start
-    for _ in range(repeats):
-        for name, (_, init_state) in runs.items():
-            start = time.perf_counter()
-            states[name] = jax.block_until_ready(fns[name](init_state, keys))
-            times[name].append(time.perf_counter() - start)
-    out = {}
-    for name, ts in times.items():
-        median = statistics.median(ts)
-        out[name] = (Timing(max(first[name] - median, 0.0), median / num_steps, min(ts) / num_steps,
-                            max(ts) / num_steps, repeats), states[name])
-    return out
+        run = jax.jit(lambda s, ks, step=step: _scan_steps(step, s, ks))
+        calls[name] = lambda run=run, init_state=init_state: run(init_state, keys)
+    per_step = lambda t: t._replace(median_s=t.median_s / num_steps, min_s=t.min_s / num_steps,
+                                    max_s=t.max_s / num_steps)
+    return {name: (per_step(t), state) for name, (t, state) in time_interleaved(calls, repeats=repeats).items()}
 
 
 def _numpyro_svi(model, guide, optimizer, num_particles, *args):

@@ -67,6 +67,33 @@ def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, **kwargs) ->
     return Timing(max(first - median, 0.0), median, min(times), max(times), repeats), out
 
 
+def time_interleaved(calls: dict[str, Callable[[], Any]], *, repeats: int = 5) -> dict[str, tuple[Timing, Any]]:
+    """Time several zero-argument calls round-robin: one warm-up (compile) call each, then ``repeats`` rounds
+    in which every call runs once.
+
+    On a shared machine the load drifts over seconds; timing one implementation's repeats back to back and
+    then the next's lets that drift decide the ratio, while alternating spreads it over all of them alike.
+    Returns ``name -> (timing, output of the last call)``.
+    """
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
+    first, times, outs = {}, {name: [] for name in calls}, {}
+    for name, call in calls.items():
+        start = time.perf_counter()
+        outs[name] = _block(call())
+        first[name] = time.perf_counter() - start
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            outs[name] = _block(call())
+            times[name].append(time.perf_counter() - start)
+    result = {}
+    for name, ts in times.items():
+        median = statistics.median(ts)
+        result[name] = (Timing(max(first[name] - median, 0.0), median, min(ts), max(ts), repeats), outs[name])
+    return result
+
+
 def record(benchmark: str, case: str, impl: str, timing: Timing | None = None, **metrics: Any) -> dict:
     """One row of results: what was run (benchmark, case), by whom (impl), how fast, and what it gave."""
     row: dict[str, Any] = {"benchmark": benchmark, "case": case, "impl": impl}

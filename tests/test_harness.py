@@ -26,6 +26,17 @@ def test_time_fn_calls_and_blocks():
         harness.time_fn(f, 1.0, repeats=0)
 
 
+def test_time_interleaved_alternates_calls():
+    order = []
+    calls = {name: (lambda name=name: order.append(name) or jnp.full(2, len(order))) for name in ("a", "b")}
+    timed = harness.time_interleaved(calls, repeats=3)
+    assert order == ["a", "b"] * 4  # one warm-up round, then three timed rounds
+    assert timed["a"][0].repeats == 3 and 0 <= timed["b"][0].min_s <= timed["b"][0].median_s
+    np.testing.assert_array_equal(timed["b"][1], [8, 8])  # the output of the last call
+    with pytest.raises(ValueError, match="repeats"):
+        harness.time_interleaved(calls, repeats=0)
+
+
 def test_markdown_ratio_is_peer_over_reference(tmp_path):
     t = harness.Timing(0.0, 2.0, 1.9, 2.1, 3)
     slow = harness.Timing(0.0, 5.0, 5.0, 5.0, 3)
