@@ -161,14 +161,14 @@ _ROW_BLOCK_ELEMENTS = 2**18
 def _rowwise(fn: Callable, *arrays: Array) -> Any:
     """``fn`` applied row by row (``fn`` sees one row of each array, without the row axis; it is elementwise).
 
-    Vector kernels go in one call; spatial kernels in blocks of rows (``lax.map`` with ``batch_size``).
-
-    Computing a nonlinearity's outputs in a loop keeps each block in cache and, above all, materialises them:
-    XLA:CPU would otherwise fuse the whole elementwise map into each of the shifted slices of the next
-    convolution (:func:`_conv_pairs`), recomputing it once per filter offset.
+    Kernels ``(n, m, ...)`` go in blocks of rows (``lax.map`` with ``batch_size``); per-point variances
+    ``(n,)`` in one call. Computing a nonlinearity's outputs in a loop keeps each block's intermediates (which
+    XLA:CPU writes out wherever a square root or division feeds several terms) in cache, and materialises the
+    outputs: XLA would otherwise fuse the whole map into each of the shifted slices of the next convolution
+    (:func:`_conv_pairs`), recomputing it once per filter offset.
     """
     rows = arrays[0].shape[0]
-    if arrays[0].ndim <= 2 or rows < 2:  # vectors: nothing to recompute; one row: a loop would be removed
+    if arrays[0].ndim <= 1 or rows < 2:  # per-point variances: small; one row: a loop would be removed
         return fn(*arrays)
     # blocks of about _ROW_BLOCK_ELEMENTS entries, and at least two of them
     block = min(max(1, _ROW_BLOCK_ELEMENTS // math.prod(arrays[0].shape[1:])), -(-rows // 2))
