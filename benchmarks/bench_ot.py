@@ -87,7 +87,6 @@ def _sinkhorn_rows(quick: bool) -> list[dict]:
             rows.append(record("sinkhorn", case, "POT", t, iterations=int(log.get("niter", -1)),
                                transport_cost=float(np.sum(plan * c)),
                                note="POT log-domain (sinkhorn_log), float64 NumPy"))
-        print(rows[-1], flush=True)
     return rows
 
 
@@ -161,7 +160,6 @@ def _sparse_rows(quick: bool) -> list[dict]:
         rows.append(record("sparse_ot", f"n={n} k={k} dual", "POT", t, iterations=int(log["res"].nit),
                            objective=float(val), objective_rel_diff=abs(val / ours_val - 1),
                            note=f"ot.smooth.smooth_ot_dual, SciPy L-BFGS-B: {log['res'].message}"))
-        print(rows[-2:], flush=True)
     return rows
 
 
