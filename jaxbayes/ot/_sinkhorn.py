@@ -120,6 +120,20 @@ def _phi(f: Array, w: Array, tau: Array, eps: Array) -> Array:
     return jnp.sum(jnp.where(w > 0, w * jnp.where(one, f, relaxed), 0.0))
 
 
+def _row_error(f: Array, lse_rows: Array, a: Array, tau_a: Array, eps: Array) -> Array:
+    """L1 error of the row marginal of ``(f, g)`` from the row soft-min ``lse_rows`` of ``g`` (the one the
+    f-update needs anyway)."""
+    return jnp.sum(a * jnp.abs(jnp.exp(f / eps + lse_rows) - _exp_neg_over_rho(f, tau_a, eps)))
+
+
+def _keep_going(config: _Config, err: Array, it: Array, unfinished: Array | bool = False) -> Array:
+    """The stopping rule shared by the solvers: ``max_iterations`` (all of them in fixed-iteration mode),
+    else an error above ``threshold``, ``min_iterations`` not reached, or ``unfinished`` (epsilon scaling)."""
+    if config.fixed_iterations:
+        return it < config.max_iterations
+    return (it < config.max_iterations) & ((err > config.threshold) | unfinished | (it < config.min_iterations))
+
+
 def _marginals(geom, f, g, a, b, eps):
     r = a * jnp.exp(f / eps + geom.lse(_log(b) + g / eps, eps, axis=1))
     c = b * jnp.exp(g / eps + geom.lse(_log(a) + f / eps, eps, axis=0))
@@ -159,18 +173,15 @@ def _solve(config: _Config, theta, f0, g0):
         return jnp.maximum(eps, eps_start * config.epsilon_decay ** it.astype(dtype))
 
     def cond(state):
-        f, g, err, it, errors = state
-        if config.fixed_iterations:
-            return it < n_max
-        not_done = (err > config.threshold) | (eps_at(it) > eps) | (it < config.min_iterations)
-        return (it < n_max) & not_done
+        _, _, err, it, _ = state
+        return _keep_going(config, err, it, eps_at(it) > eps)
 
     def body(state):
         f, g, _, it, errors = state
         e = eps_at(it)
         lse_rows = geom.lse(log_b + g / e, e, axis=1)
         # marginal error of the current (f, g) from the soft-min we need anyway (b-side is exact here).
-        err = jnp.sum(a * jnp.abs(jnp.exp(f / e + lse_rows) - _exp_neg_over_rho(f, tau_a, e)))
+        err = _row_error(f, lse_rows, a, tau_a, e)
         f = -tau_a * e * lse_rows
         g = -tau_b * e * geom.lse(log_a + f / e, e, axis=0)
         errors = errors.at[it].set(err)
@@ -202,15 +213,10 @@ def _solve_absorbed(config: _Config, theta, f0, g0):
     n_max = config.max_iterations
     limit = -0.25 * float(np.log(np.finfo(dtype).tiny))  # |scaling| bound: 21.8 in float32, 177 in float64
 
-    def not_done(err, it):
-        if config.fixed_iterations:
-            return it < n_max
-        return (it < n_max) & ((err > config.threshold) | (it < config.min_iterations))
-
     def outer(state):
         f, g, _, it, errors = state
         lse_rows = geom.lse(log_b + g / eps, eps, axis=1)
-        err = jnp.sum(a * jnp.abs(jnp.exp(f / eps + lse_rows) - _exp_neg_over_rho(f, tau_a, eps)))
+        err = _row_error(f, lse_rows, a, tau_a, eps)
         fbar = -tau_a * eps * lse_rows
         gbar = -tau_b * eps * geom.lse(log_a + fbar / eps, eps, axis=0)
         errors = errors.at[it].set(err)
@@ -218,13 +224,13 @@ def _solve_absorbed(config: _Config, theta, f0, g0):
 
         def inner_cond(st):
             _, _, err, it, _, ok = st
-            return ok & not_done(err, it)
+            return ok & _keep_going(config, err, it)
 
         def inner(st):
             f, g, err, it, errors, _ = st
             r = kernel @ (b * jnp.exp((g - gbar) / eps))
             lse_rows = jnp.log(r) - fbar / eps
-            new_err = jnp.sum(a * jnp.abs(jnp.exp(f / eps + lse_rows) - _exp_neg_over_rho(f, tau_a, eps)))
+            new_err = _row_error(f, lse_rows, a, tau_a, eps)
             new_f = -tau_a * eps * lse_rows
             col = (a * jnp.exp((new_f - fbar) / eps)) @ kernel
             new_g = -tau_b * eps * (jnp.log(col) - gbar / eps)
@@ -241,7 +247,7 @@ def _solve_absorbed(config: _Config, theta, f0, g0):
         return f, g, err, it, errors
 
     init = (f0, g0, jnp.asarray(jnp.inf, dtype), jnp.asarray(0, jnp.int32), -jnp.ones((n_max,), dtype))
-    f, g, err, it, errors = jax.lax.while_loop(lambda st: not_done(st[2], st[3]), outer, init)
+    f, g, err, it, errors = jax.lax.while_loop(lambda st: _keep_going(config, st[2], st[3]), outer, init)
     return f, g, errors, it, err <= config.threshold
 
 

@@ -171,8 +171,12 @@ def _scatter_last(vals: Array, idx: Array, n: int) -> Array:
 def _top_k_weights(s: Array, k: int) -> Array:
     """Weights ``w`` along axis 0 with ``sum(w * f(s)) = sum(f(top_k(s)))`` for any ``f``: 1 above the k-th
     largest value ``tau``, ``(k - #{s > tau}) / #{s == tau}`` at ``tau`` (ties share), 0 below."""
-    s = jax.lax.stop_gradient(s)
-    tau, share = (v.T for v in _top_k_threshold(s.T, k))
+    return _row_top_k_weights(jax.lax.stop_gradient(s).T, k).T
+
+
+def _row_top_k_weights(s: Array, k: int) -> Array:
+    """:func:`_top_k_weights` along axis 1 of ``s`` (``(B, n)``)."""
+    tau, share = _top_k_threshold(s, k)
     return jnp.where(s > tau, 1.0, jnp.where(s == tau, share, 0.0)).astype(s.dtype)
 
 
@@ -234,9 +238,7 @@ def _neg_dual_value_and_grad(params, ct, a, b, gamma, k):
     def block(rows, blk):
         cb, bb = blk
         s = alpha[None, :] + bb[:, None] - cb
-        tau, share = _top_k_threshold(s, k)
-        w = jnp.where(s > tau, 1.0, jnp.where(s == tau, share, 0.0))
-        plan = w * jnp.maximum(s, 0.0) / gamma  # (block, n): rows are plan columns
+        plan = _row_top_k_weights(s, k) * jnp.maximum(s, 0.0) / gamma  # (block, n): rows are plan columns
         return rows + jnp.sum(plan, 0), (jnp.sum(plan * s, 1), jnp.sum(plan, 1))
 
     rows, (quad, cols) = jax.lax.scan(block, jnp.zeros_like(alpha), (ct, bt))
