@@ -201,9 +201,12 @@ def _elementwise_map(kernels_fn: Callable) -> Callable[[Kernel], Kernel]:
                 raise ValueError("this nonlinearity has no NTK (its derivative is not square integrable)")
             return nngp, dot * ntk_rows
 
+        def nngp_only(v, qa, qb):
+            return kernels_fn(v, qa, qb)[0]
+
         nngp, ntk = _rowwise(cross_rows, c, k.ntk, cross[0])
-        var1 = _rowwise(lambda v, qa, qb: kernels_fn(v, qa, qb)[0], k.var1, *self1)
-        var2 = None if k.var2 is None else _rowwise(lambda v, qa, qb: kernels_fn(v, qa, qb)[0], k.var2, *self2)
+        var1 = _rowwise(nngp_only, k.var1, *self1)
+        var2 = None if k.var2 is None else _rowwise(nngp_only, k.var2, *self2)
         return Kernel(nngp, ntk, var1, var2)
 
     return kernel_map

@@ -197,6 +197,18 @@ def fit_student_t(k_train_train: ArrayLike, y_train: ArrayLike, *, noise: ArrayL
     return jnp.exp(res.params[0]), jnp.exp(res.params[1]), res.losses
 
 
+def _normalised(log_w: Array) -> tuple[Array, Array, Array]:
+    """Self-normalised importance weights: ``(log w, w, effective sample size 1 / sum w^2)``."""
+    log_w = log_w - jax.scipy.special.logsumexp(log_w)
+    w = jnp.exp(log_w)
+    return log_w, w, 1.0 / jnp.sum(w * w)
+
+
+def _inverse_gamma_scales(key: PRNGKey, alpha: ArrayLike, beta: ArrayLike, num: int, dtype) -> Array:
+    """``num`` draws of ``sigma^2 ~ InvGamma(alpha, beta)``."""
+    return beta / jax.random.gamma(key, jnp.asarray(alpha, dtype), (num,), dtype=dtype)
+
+
 def scale_mixture_posterior(key: PRNGKey, k_train_train: ArrayLike, y_train: ArrayLike, k_test_train: ArrayLike,
                             k_test_test: ArrayLike, *, sample_scale: Callable[[PRNGKey, int], Array],
                             num_samples: int = 1000, noise: ArrayLike = 0.0, full_cov: bool = True,
@@ -226,9 +238,7 @@ def scale_mixture_posterior(key: PRNGKey, k_train_train: ArrayLike, y_train: Arr
     ch, quad, logdet, (n, n_out) = _quadratic(k, y, noise, jitter, 5)
     scales = sample_scale(key, num_samples)
     check_positive("sample_scale draws", scales)
-    logw = -0.5 * quad / scales - 0.5 * n * n_out * jnp.log(scales)
-    logw = logw - jax.scipy.special.logsumexp(logw)
-    w = jnp.exp(logw)
+    logw, w, ess = _normalised(-0.5 * quad / scales - 0.5 * n * n_out * jnp.log(scales))
     scale_mean = jnp.sum(w * scales)
     kx = jnp.asarray(k_test_train)
     kss = jnp.asarray(k_test_test)
@@ -236,7 +246,7 @@ def scale_mixture_posterior(key: PRNGKey, k_train_train: ArrayLike, y_train: Arr
     v = jax.scipy.linalg.solve_triangular(ch.chol, kx.T, lower=True)
     gauss = kss - v.T @ v if full_cov else kss - jnp.sum(v * v, axis=0)
     del logdet
-    return ScaleMixturePosterior(mean, scale_mean * gauss, scale_mean, scales, logw, 1.0 / jnp.sum(w * w))
+    return ScaleMixturePosterior(mean, scale_mean * gauss, scale_mean, scales, logw, ess)
 
 
 class StudentTClassification(NamedTuple):
@@ -442,7 +452,7 @@ def student_t_classify_multiclass(key: PRNGKey, k_train_train: ArrayLike, y_trai
     num_mc = check_int_range("num_mc", num_mc, 1)
     k = _check_matrix("k_train_train", k_train_train)
     key_scale, key_mc = jax.random.split(key)
-    scales = beta / jax.random.gamma(key_scale, jnp.asarray(alpha, k.dtype), (num_scales,), dtype=k.dtype)
+    scales = _inverse_gamma_scales(key_scale, alpha, beta, num_scales, k.dtype)
     kx = jnp.asarray(k_test_train)
     kd = jnp.asarray(k_test_diag)
 
@@ -453,9 +463,8 @@ def student_t_classify_multiclass(key: PRNGKey, k_train_train: ArrayLike, y_trai
         return _softmax_probs(jax.random.fold_in(key_mc, i), out.mean, out.cov, num_mc), out.log_evidence
 
     probs, evidence = jax.lax.map(one, (jnp.arange(num_scales), scales))
-    logw = evidence - jax.scipy.special.logsumexp(evidence)
-    w = jnp.exp(logw)
-    return StudentTClassification(jnp.einsum("s,smc->mc", w, probs), scales, logw, 1.0 / jnp.sum(w * w), evidence)
+    logw, w, ess = _normalised(evidence)
+    return StudentTClassification(jnp.einsum("s,smc->mc", w, probs), scales, logw, ess, evidence)
 
 
 def student_t_classify(key: PRNGKey, k_train_train: ArrayLike, y_train: ArrayLike, k_test_train: ArrayLike,
@@ -475,7 +484,7 @@ def student_t_classify(key: PRNGKey, k_train_train: ArrayLike, y_train: ArrayLik
     _check_alpha_beta(alpha, beta)
     num_scales = check_int_range("num_scales", num_scales, 1)
     k = _check_matrix("k_train_train", k_train_train)
-    scales = beta / jax.random.gamma(key, jnp.asarray(alpha, k.dtype), (num_scales,), dtype=k.dtype)
+    scales = _inverse_gamma_scales(key, alpha, beta, num_scales, k.dtype)
     kx = jnp.asarray(k_test_train)
     kd = jnp.asarray(k_test_diag)
 
@@ -484,9 +493,8 @@ def student_t_classify(key: PRNGKey, k_train_train: ArrayLike, y_train: ArrayLik
         return p, ev
 
     probs, evidence = jax.lax.map(one, scales)
-    logw = evidence - jax.scipy.special.logsumexp(evidence)
-    w = jnp.exp(logw)
-    return StudentTClassification(w @ probs, scales, logw, 1.0 / jnp.sum(w * w), evidence)
+    logw, w, ess = _normalised(evidence)
+    return StudentTClassification(w @ probs, scales, logw, ess, evidence)
 
 
 __all__ = [
