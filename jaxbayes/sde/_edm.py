@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbayes._checks import check_choice, check_finite, check_int_range, check_positive, check_shape
-from jaxbayes.sde._samplers import SamplerOutput, scan_with_noise, split_key
+from jaxbayes.sde._samplers import SamplerOutput, is_concrete_zero, scan_with_noise, split_key
 from jaxbayes.typing import Array, ArrayLike, PRNGKey
 
 
@@ -121,7 +121,7 @@ def edm_sampler(key: PRNGKey, denoise_fn: Callable[[Array, Array], Array], shape
                          f"got {getattr(out, 'shape', type(out).__name__)}")
     gamma_max = jnp.minimum(s_churn / num_steps, math.sqrt(2) - 1)
     # A concrete s_churn = 0 is the deterministic sampler: no noise is drawn at all.
-    stochastic = not (isinstance(s_churn, int | float) and s_churn == 0)
+    stochastic = not is_concrete_zero(s_churn)
 
     def churn(x, i, z):
         if not stochastic:

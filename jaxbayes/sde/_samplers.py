@@ -82,6 +82,11 @@ def _noise(key, x):
     return jax.random.normal(key, x.shape, x.dtype)
 
 
+def is_concrete_zero(value) -> bool:
+    """Whether ``value`` is a Python number equal to 0 (a noise scale that is known not to draw noise)."""
+    return isinstance(value, int | float) and value == 0
+
+
 def scan_with_noise(body: Callable, carry, key: PRNGKey, num_steps: int, draws: int, like: Array):
     """``lax.scan`` of ``carry = body(carry, i, z_i)`` for ``i = 0..num_steps-1``, ``z_i`` standard normals of
     shape ``(draws, *like.shape)`` (``None`` when ``draws == 0``).
@@ -283,7 +288,7 @@ def ddim_sampler(key: PRNGKey, score_fn: Callable, sde, shape: tuple[int, ...], 
     s_next = jnp.concatenate([s[1:], jnp.zeros(1, s.dtype)])
 
     # A concrete eta = 0 is the deterministic sampler: no noise is drawn at all.
-    stochastic = not (isinstance(eta, int | float) and eta == 0)
+    stochastic = not is_concrete_zero(eta)
 
     def body(x, i, z):
         score = score_fn(x, ts[i])
