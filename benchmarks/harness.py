@@ -48,13 +48,16 @@ def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, **kwargs) ->
     """Time ``fn(*args, **kwargs)``: ``warmup`` untimed-for-median calls, then ``repeats`` timed calls.
 
     Every call is followed by ``jax.block_until_ready`` so asynchronous dispatch is not mistaken for speed.
-    Returns the timing and the output of the last call.
+    ``warmup=0`` (for slow host code with nothing to compile) times the calls alone and reports no compile
+    time. Returns the timing and the output of the last call.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0, got {warmup}")
     first = None
     out = None
-    for _ in range(max(warmup, 1)):
+    for _ in range(warmup):
         start = time.perf_counter()
         out = _block(fn(*args, **kwargs))
         first = time.perf_counter() - start if first is None else first
@@ -64,7 +67,8 @@ def time_fn(fn: Callable, *args, repeats: int = 5, warmup: int = 1, **kwargs) ->
         out = _block(fn(*args, **kwargs))
         times.append(time.perf_counter() - start)
     median = statistics.median(times)
-    return Timing(max(first - median, 0.0), median, min(times), max(times), repeats), out
+    compile_s = 0.0 if first is None else max(first - median, 0.0)
+    return Timing(compile_s, median, min(times), max(times), repeats), out
 
 
 def time_interleaved(calls: dict[str, Callable[[], Any]], *, repeats: int = 5) -> dict[str, tuple[Timing, Any]]:

@@ -24,6 +24,10 @@ def test_time_fn_calls_and_blocks():
     np.testing.assert_allclose(out, np.sin(1.0))
     with pytest.raises(ValueError, match="repeats"):
         harness.time_fn(f, 1.0, repeats=0)
+    timing, _ = harness.time_fn(f, jnp.ones(3), repeats=1, warmup=0)  # slow host code: the one timed call only
+    assert len(calls) == 7 and timing.compile_s == 0.0 and timing.repeats == 1
+    with pytest.raises(ValueError, match="warmup"):
+        harness.time_fn(f, 1.0, warmup=-1)
 
 
 def test_time_interleaved_alternates_calls():
