@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.harness import record, time_fn, time_interleaved
-from jaxbayes import _plotting, ot
+from jaxbayes import ot
+from jaxbayes.demos import plotting
 
 THRESHOLD = 1e-3
 
@@ -157,7 +158,7 @@ def _sparse_rows(quick: bool) -> list[dict]:
 
 
 def _plot(rows: list[dict], outdir: pathlib.Path) -> None:
-    fig, axes = _plotting.figure(2, 1, size=3.8)
+    fig, axes = plotting.figure(2, 1, size=3.8)
     for ax, bench in zip(axes[0], ("sinkhorn", "sparse_ot"), strict=True):
         sel = [r for r in rows if r["benchmark"] == bench and "time_s" in r]
         cases = list(dict.fromkeys(r["case"] for r in sel))
@@ -171,7 +172,7 @@ def _plot(rows: list[dict], outdir: pathlib.Path) -> None:
         ax.set_ylabel("seconds (median)")
         ax.set_title(bench, fontsize=9)
         ax.legend(fontsize=7)
-    _plotting.save(fig, outdir / "bench_ot.png")
+    plotting.save(fig, outdir / "bench_ot.png")
 
 
 def run(outdir: pathlib.Path, *, quick: bool) -> list[dict]:

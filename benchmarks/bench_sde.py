@@ -30,7 +30,7 @@ from scipy import integrate
 
 from benchmarks.harness import record, time_fn, time_interleaved
 from jaxbayes import datasets
-from jaxbayes._plotting import figure, save
+from jaxbayes.demos.plotting import figure, save
 from jaxbayes.parallel import sample_keys
 from jaxbayes.sde import (
     VPSDE,

@@ -308,7 +308,7 @@ def run(outdir: pathlib.Path, *, quick: bool) -> list[dict]:
 
 
 def _plot(outdir: pathlib.Path, rows: list[dict]) -> None:
-    from jaxbayes._plotting import figure, save
+    from jaxbayes.demos.plotting import figure, save
 
     cases = sorted({r["case"] for r in rows})
     fig, axes = figure(ncols=1, size=5.0)

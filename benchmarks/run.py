@@ -13,7 +13,7 @@ HERE = Path(__file__).resolve().parent
 
 def available() -> list[str]:
     """Pillars with a benchmark module, in the registry's order."""
-    from jaxbayes._registry import PILLARS
+    from jaxbayes.cli import PILLARS
 
     return [p for p in PILLARS if (HERE / f"bench_{p}.py").is_file()]
 

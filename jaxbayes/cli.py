@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 
-from jaxbayes._registry import PILLARS
-
+PILLARS = ("sde", "ot", "kernels", "vi")
 CORE = ("jax", "jaxlib", "flax", "optax", "distrax", "ott-jax", "chex", "orbax-checkpoint", "diffrax", "numpy")
 
 
@@ -53,7 +52,7 @@ def _check_pillars(names: Sequence[str] | None, available: Sequence[str]) -> lis
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from jaxbayes._registry import demos
+    from jaxbayes.demos import demos
 
     registry = demos()
     selected = _check_pillars(args.only, list(registry))
@@ -80,9 +79,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from jaxbayes._registry import benchmarks_dir
-
-    folder = benchmarks_dir()
+    folder = _benchmarks_dir()
     if folder is None:
         raise UsageError("the benchmark suite lives in the source checkout: run `jaxbayes bench` from its root")
     sys.path.insert(0, str(folder.parent))
@@ -93,6 +90,15 @@ def _bench(args: argparse.Namespace) -> int:
     print(summary.read_text())
     print(f"results: {summary}")
     return 0
+
+
+def _benchmarks_dir() -> Path | None:
+    """The ``benchmarks/`` folder of the source checkout jaxbayes runs from, if there is one."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+        candidate = root / "benchmarks"
+        if (candidate / "run.py").is_file():
+            return candidate
+    return None
 
 
 def _run(args: argparse.Namespace) -> int:

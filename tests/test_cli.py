@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from jaxbayes import cli
-from jaxbayes._registry import demos
+from jaxbayes.demos import demos
 
 
 def test_info_reports_simulated_devices():
@@ -32,15 +32,16 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
 
 
 def test_demo_writes_report_for_registered_demo(tmp_path, monkeypatch):
-    from jaxbayes import _plotting, _registry
+    from jaxbayes import demos as demos_module
+    from jaxbayes.demos import plotting
 
     def tiny(outdir, *, quick=False):
-        fig, ax = _plotting.figure()
+        fig, ax = plotting.figure()
         ax[0][0].plot([0, 1], [1, 0])
-        return {"value": 1.5, "quick": quick, "figures": [_plotting.save(fig, outdir / "line.png")]}
+        return {"value": 1.5, "quick": quick, "figures": [plotting.save(fig, outdir / "line.png")]}
 
-    monkeypatch.setattr(_registry, "_EXTRA_DEMOS", {})
-    _registry.register_demo("tiny", tiny, "a tiny demo")
+    monkeypatch.setattr(demos_module, "_EXTRA", {})
+    demos_module.register_demo("tiny", tiny, "a tiny demo")
     assert "tiny" in demos()
     assert cli.main(["demo", "--quick", "--only", "tiny", "--out", str(tmp_path)]) == 0
     index = (tmp_path / "index.md").read_text()

@@ -91,6 +91,18 @@ def test_process_slice_and_local_to_global(mesh8):
     np.testing.assert_array_equal(np.asarray(glob), local)
 
 
+def test_distribute_rows_keeps_whole_device_shares(mesh8):
+    x, y = np.arange(30.0).reshape(15, 2), np.arange(15)
+    (gx, gy), n = parallel.distribute_rows((x, y), mesh8)
+    assert n == 8 and gx.sharding.spec[0] == parallel.DATA_AXIS
+    np.testing.assert_array_equal(np.asarray(gx), x[:8])
+    np.testing.assert_array_equal(np.asarray(gy), y[:8])
+    with pytest.raises(ValueError, match="multiple of the 8 devices"):
+        parallel.distribute_rows(x, mesh8, drop_remainder=False)
+    with pytest.raises(ValueError, match="leading size"):
+        parallel.distribute_rows((x, y[:3]), mesh8)
+
+
 def test_initialize_is_noop_on_one_process():
     assert parallel.initialize() is False
     assert parallel.is_main_process()

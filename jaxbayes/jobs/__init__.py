@@ -1,6 +1,6 @@
 """Pod jobs: ``jaxbayes run JOB.toml`` on every host, with orbax checkpoints and ``--resume``.
 
-A job file names a ``kind`` (registered by a pillar's ``_jobs.py`` or with :func:`register_job_kind`) and
+A job file names a ``kind`` (built in, from :mod:`jaxbayes.jobs.kinds`, or added with :func:`register_job_kind`) and
 its ``[params]``; it is validated completely before anything runs.
 """
 
@@ -17,6 +17,8 @@ from jaxbayes.jobs._kind import JobContext as JobContext
 from jaxbayes.jobs._kind import JobKind as JobKind
 from jaxbayes.jobs._runner import run_job as run_job
 from jaxbayes.jobs._runner import run_job_file as run_job_file
+from jaxbayes.jobs.kinds import job_kinds as job_kinds
+from jaxbayes.jobs.kinds import register_job_kind as register_job_kind
 
 __all__ = [
     "Field",
@@ -24,10 +26,12 @@ __all__ = [
     "JobContext",
     "JobKind",
     "JobSpec",
+    "job_kinds",
     "load_job",
     "non_negative",
     "one_of",
     "positive",
+    "register_job_kind",
     "required",
     "run_job",
     "run_job_file",

@@ -108,7 +108,7 @@ def _jsonable(value: Any) -> Any:
 
 def run_job_file(path: str | Path, *, resume: bool = False) -> int:
     """Validate and run a job file (the ``jaxbayes run`` command); returns the exit code."""
-    from jaxbayes._registry import job_kinds
+    from jaxbayes.jobs.kinds import job_kinds
 
     kinds = job_kinds()
     spec = load_job(path, kinds)

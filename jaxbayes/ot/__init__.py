@@ -4,6 +4,7 @@ Geometries (:func:`pointcloud`, :func:`costmatrix`) hold the costs; :func:`sinkh
 (log-domain, dense or matrix-free, implicit gradients); :func:`sinkhorn_divergence` debiases it;
 :func:`partial_ot`, :func:`progressive_partial_ot` and :func:`pseudo_labels` transport part of the mass;
 :func:`sparse_ot` and :func:`quadratic_ot` solve sparsity-constrained / quadratically regularised OT;
+:func:`sliced_wasserstein` compares two samples through 1-D projections;
 :mod:`jaxbayes.ot.analytic` has Gaussian closed forms.
 """
 
@@ -28,6 +29,7 @@ from jaxbayes.ot._partial import progressive_partial_ot as progressive_partial_o
 from jaxbayes.ot._partial import pseudo_labels as pseudo_labels
 from jaxbayes.ot._sinkhorn import SinkhornOutput as SinkhornOutput
 from jaxbayes.ot._sinkhorn import sinkhorn as sinkhorn
+from jaxbayes.ot._sliced import sliced_wasserstein as sliced_wasserstein
 from jaxbayes.ot._sparse import SparseOTOutput as SparseOTOutput
 from jaxbayes.ot._sparse import quadratic_ot as quadratic_ot
 from jaxbayes.ot._sparse import sparse_ot as sparse_ot
@@ -59,6 +61,7 @@ __all__ = [
     "quadratic_ot",
     "sinkhorn",
     "sinkhorn_divergence",
+    "sliced_wasserstein",
     "sparse_ot",
     "sparse_simplex_projection",
     "top_k",

@@ -8,6 +8,7 @@ sample position, so results never depend on batch size or device count.
 
 from jaxbayes.parallel._data_parallel import data_parallel as data_parallel
 from jaxbayes.parallel._data_parallel import pad_to_multiple as pad_to_multiple
+from jaxbayes.parallel._distributed import distribute_rows as distribute_rows
 from jaxbayes.parallel._distributed import host_local_to_global as host_local_to_global
 from jaxbayes.parallel._distributed import initialize as initialize
 from jaxbayes.parallel._distributed import is_main_process as is_main_process
@@ -26,6 +27,7 @@ __all__ = [
     "batch_sharding",
     "data_mesh",
     "data_parallel",
+    "distribute_rows",
     "host_local_to_global",
     "index_keys",
     "initialize",

@@ -94,3 +94,34 @@ def host_local_to_global(local: np.ndarray | jax.Array, mesh: Mesh, *, axis_name
     """
     local = np.asarray(local)
     return jax.make_array_from_process_local_data(batch_sharding(mesh, local.ndim, axis_name=axis_name), local)
+
+
+def distribute_rows(data, mesh: Mesh, *, axis_name: str = DATA_AXIS, drop_remainder: bool = True):
+    """Global arrays split over ``mesh`` from a pytree of row-indexed arrays that every process can index.
+
+    Each process reads only its contiguous share ``process_slice(n)`` of the rows (a memory-mapped array is
+    read no further) and passes it to ``jax.make_array_from_process_local_data``. With ``drop_remainder`` the
+    last ``N mod device_count`` rows are dropped so every device holds the same number; otherwise ``N`` must
+    be divisible by the device count.
+
+    Returns:
+      ``(global_data, n)``: the pytree of global arrays and the number ``n`` of rows they hold.
+
+    Example:
+      >>> import numpy as np
+      >>> from jaxbayes.parallel import data_mesh
+      >>> (x, y), n = distribute_rows((np.ones((10, 2)), np.arange(10)), data_mesh(8))
+      >>> n, x.shape, y.shape
+      (8, (8, 2), (8,))
+    """
+    sizes = {int(np.shape(leaf)[0]) for leaf in jax.tree.leaves(data)}
+    if len(sizes) != 1:
+        raise ValueError(f"all arrays in data must share one leading size, got {sorted(sizes)}")
+    total = sizes.pop()
+    devices = mesh.shape[axis_name]
+    n = (total // devices) * devices if drop_remainder else total
+    if n == 0 or n % devices:
+        raise ValueError(f"data has {total} rows; need a positive multiple of the {devices} devices "
+                         f"of mesh axis {axis_name!r}" + ("" if drop_remainder else " (or drop_remainder=True)"))
+    rows = process_slice(n)
+    return jax.tree.map(lambda leaf: host_local_to_global(leaf[rows], mesh, axis_name=axis_name), data), n

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from jaxbayes.ot._demo import demo
+from jaxbayes.demos.ot import demo
 
 
 def test_demo_quick(tmp_path):

@@ -8,8 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbayes import parallel
-from jaxbayes._registry import register_job_kind
-from jaxbayes.jobs import Field, JobKind, non_negative, positive, required
+from jaxbayes.jobs import Field, JobKind, non_negative, positive, register_job_kind, required
 
 
 def data(seed: int, n: int, d: int = 3):
@@ -26,9 +25,7 @@ def _init(ctx):
 def _setup(ctx):
     if "setup" not in ctx.cache:
         x, y = data(0, ctx.params["n"])
-        rows = parallel.process_slice(x.shape[0])
-        gx = parallel.host_local_to_global(x[rows], ctx.mesh)
-        gy = parallel.host_local_to_global(y[rows], ctx.mesh)
+        (gx, gy), _ = parallel.distribute_rows((x, y), ctx.mesh, drop_remainder=False)
         loss = parallel.data_parallel(lambda w, a, b: (a @ w - b) ** 2, ctx.mesh, in_axes=(None, 0, 0),
                                       reduce="mean")
 

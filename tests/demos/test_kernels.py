@@ -2,7 +2,7 @@
 
 import math
 
-from jaxbayes.kernels._demo import demo
+from jaxbayes.demos.kernels import demo
 
 
 def test_demo_quick(tmp_path):

@@ -9,9 +9,7 @@ import optax
 
 from jaxbayes import datasets, parallel
 from jaxbayes.jobs import Field, JobKind, one_of, positive, required
-from jaxbayes.kernels._gp import gp_posterior
-from jaxbayes.kernels._gram import gram
-from jaxbayes.kernels._layers import Dense, ReLU, serial
+from jaxbayes.kernels import Dense, ReLU, gp_posterior, gram, serial
 
 _REGRESSION = ("diabetes", "boston", "concrete")
 
@@ -91,9 +89,10 @@ def _finish(ctx, state):
         "test_nll_standardised": float(nll.mean()),
     }
     if ctx.is_main:
-        from jaxbayes import _plotting
 
-        fig, ax = _plotting.figure()
+        from jaxbayes.demos import plotting
+
+        fig, ax = plotting.figure()
         ax = ax[0][0]
         order = np.argsort(mean)
         ax.errorbar(np.arange(len(mean)), mean[order], yerr=2 * np.sqrt(var[order]), fmt=".", ms=3, lw=0.5,
@@ -101,7 +100,7 @@ def _finish(ctx, state):
         ax.scatter(np.arange(len(mean)), y_test[order], s=4, c="k", label="held-out target")
         ax.set(xlabel="test point (sorted by mean)", ylabel="standardised target", title=ctx.params["dataset"])
         ax.legend(fontsize=7)
-        out["figures"] = [_plotting.save(fig, ctx.output_dir / "posterior.png")]
+        out["figures"] = [plotting.save(fig, ctx.output_dir / "posterior.png")]
     return out
 
 

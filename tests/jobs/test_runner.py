@@ -10,10 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import tests.jobs_toy as toy
+import tests.jobs.toy as toy
 from jaxbayes import cli
-from jaxbayes._registry import job_kinds
-from jaxbayes.jobs import JobConfigError, load_job, run_job
+from jaxbayes.jobs import JobConfigError, job_kinds, load_job, run_job
 from tests.multiprocess.launcher import REPO_ROOT, run_processes
 
 
@@ -96,7 +95,7 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path):
 def test_sigkill_mid_run_then_resume_gives_identical_result(tmp_path):
     reference = run_file(write_job(tmp_path, "steps = 30", "checkpoint_every = 4", name="ref"))
     job = write_job(tmp_path, "steps = 30\nsleep_s = 0.15", "checkpoint_every = 4", name="killed")
-    code = f"import tests.jobs_toy; from jaxbayes.cli import main; main(['--cpu-devices', '8', 'run', {str(job)!r}])"
+    code = f"import tests.jobs.toy; from jaxbayes.cli import main; main(['--cpu-devices', '8', 'run', {str(job)!r}])"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stderr=subprocess.DEVNULL)
     checkpoints = tmp_path / "killed-out" / "checkpoints"
     deadline = time.time() + 120
@@ -114,7 +113,7 @@ def test_sigkill_mid_run_then_resume_gives_identical_result(tmp_path):
 
 def two_process_job(output_dir: str) -> dict:
     """Worker (runs in each of 2 processes): the toy job on the global 2 x 4 device mesh."""
-    import tests.jobs_toy  # noqa: F401  (registers the kind)
+    import tests.jobs.toy  # noqa: F401  (registers the kind)
 
     path = Path(output_dir) / "two.toml"
     spec = load_job(path, job_kinds())
@@ -125,7 +124,7 @@ def two_process_job(output_dir: str) -> dict:
 def test_two_process_job_equals_single_process(tmp_path):
     single = run_file(write_job(tmp_path, "steps = 10", name="one"))
     write_job(tmp_path, "steps = 10", "checkpoint_every = 5", name="two")
-    results = run_processes("tests.test_jobs:two_process_job", output_dir=str(tmp_path))
+    results = run_processes("tests.jobs.test_runner:two_process_job", output_dir=str(tmp_path))
     for r in results:
         np.testing.assert_array_equal(r["devices"], [8, 2])
         np.testing.assert_allclose(r["w"], single["metrics"]["w"], rtol=1e-6, atol=1e-7)

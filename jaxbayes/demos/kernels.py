@@ -15,12 +15,22 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbayes import datasets
-from jaxbayes._plotting import figure, save
 from jaxbayes._progress import progress
-from jaxbayes.kernels._dkm import dkm, dkm_layers
-from jaxbayes.kernels._gp import fit_hyperparameters, gp_posterior, log_marginal_likelihood
-from jaxbayes.kernels._layers import Dense, Rbf, ReLU, serial
-from jaxbayes.kernels._student_t import fit_student_t, student_t_posterior, student_t_predictive_logpdf
+from jaxbayes.demos.plotting import figure, save
+from jaxbayes.kernels import (
+    Dense,
+    Rbf,
+    ReLU,
+    dkm,
+    dkm_layers,
+    fit_hyperparameters,
+    fit_student_t,
+    gp_posterior,
+    log_marginal_likelihood,
+    serial,
+    student_t_posterior,
+    student_t_predictive_logpdf,
+)
 
 
 def _nngp(depth=3):

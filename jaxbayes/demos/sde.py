@@ -18,15 +18,22 @@ import numpy as np
 import optax
 
 from jaxbayes import datasets
-from jaxbayes._plotting import figure, save
 from jaxbayes._progress import progress
+from jaxbayes.demos.plotting import figure, save
+from jaxbayes.ot import sliced_wasserstein
 from jaxbayes.parallel import sample_keys
-from jaxbayes.sde._edm import edm_denoiser, edm_sampler
-from jaxbayes.sde._likelihood import log_likelihood
-from jaxbayes.sde._losses import edm_loss, score_trainer
-from jaxbayes.sde._param import score_from_denoiser
-from jaxbayes.sde._samplers import pc_sampler, sample_batch
-from jaxbayes.sde._sdes import VESDE, VPSDE
+from jaxbayes.sde import (
+    VESDE,
+    VPSDE,
+    edm_denoiser,
+    edm_loss,
+    edm_sampler,
+    log_likelihood,
+    pc_sampler,
+    sample_batch,
+    score_from_denoiser,
+    score_trainer,
+)
 from jaxbayes.sde.analytic import gmm_denoiser, gmm_score
 from jaxbayes.sde.nets import ScoreMLP
 
@@ -42,14 +49,6 @@ def _grid(ax, images, title):
     ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1)
     ax.set_title(title, fontsize=9)
     ax.axis("off")
-
-
-def _sliced_w2(a, b, key, num_dirs=64):
-    dirs = np.array(jax.random.normal(key, (num_dirs, a.shape[1])))
-    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
-    levels = (np.arange(100) + 0.5) / 100  # quantiles, so the two samples may differ in size
-    pa, pb = np.quantile(a @ dirs.T, levels, axis=0), np.quantile(b @ dirs.T, levels, axis=0)
-    return float(np.sqrt(np.mean((pa - pb) ** 2)))
 
 
 def demo(outdir: pathlib.Path, *, quick: bool = False) -> dict:
@@ -103,9 +102,10 @@ def demo(outdir: pathlib.Path, *, quick: bool = False) -> dict:
     ref = np.asarray(x_test)
     metrics["pc_nfe"] = int(pc.nfe[0])
     metrics["edm_nfe"] = int(edm.nfe[0])
-    metrics["pc_sliced_w2_to_test"] = _sliced_w2(np.asarray(pc.samples), ref[:n_samples * 4], jax.random.key(4))
-    metrics["edm_sliced_w2_to_test"] = _sliced_w2(np.asarray(edm.samples), ref[:n_samples * 4], jax.random.key(4))
-    metrics["train_sliced_w2_to_test"] = _sliced_w2(x_train[:n_samples], ref[:n_samples * 4], jax.random.key(4))
+    to_test = lambda a: float(sliced_wasserstein(jax.random.key(4), a, ref[:n_samples * 4]))
+    metrics["pc_sliced_w2_to_test"] = to_test(pc.samples)
+    metrics["edm_sliced_w2_to_test"] = to_test(edm.samples)
+    metrics["train_sliced_w2_to_test"] = to_test(x_train[:n_samples])
 
     # ---- bits/dim of dequantised held-out digits ---------------------------------------------------
     n_test = 32 if quick else 200
@@ -126,7 +126,7 @@ def demo(outdir: pathlib.Path, *, quick: bool = False) -> dict:
     metrics["uniform_bits_per_dim"] = float(np.log2(LEVELS))
 
     # ---- inpainting the lower half ------------------------------------------------------------------
-    from jaxbayes.sde._conditional import inpaint
+    from jaxbayes.sde import inpaint
 
     n_inp = 8
     mask = jnp.asarray(np.repeat((np.arange(8) < 4)[:, None], 8, 1).reshape(64), jnp.float32)
@@ -180,9 +180,9 @@ def demo(outdir: pathlib.Path, *, quick: bool = False) -> dict:
     axes[0][2].legend(fontsize=7, markerscale=4)
     axes[0][2].set_aspect("equal")
     figures.append(save(fig, outdir / "sde_gmm_trajectories.png"))
-    metrics["gmm_edm_sliced_w2"] = _sliced_w2(np.asarray(gm_edm), truth, jax.random.key(12))
+    metrics["gmm_edm_sliced_w2"] = float(sliced_wasserstein(jax.random.key(12), np.asarray(gm_edm), truth))
     other = np.asarray(datasets.gaussian_mixture(jax.random.key(13), n_pts, mix)[0])
-    metrics["gmm_null_sliced_w2"] = _sliced_w2(other, truth, jax.random.key(12))
+    metrics["gmm_null_sliced_w2"] = float(sliced_wasserstein(jax.random.key(12), other, truth))
     fig, axes = figure(1, size=3.4)
     axes[0][0].plot(losses, lw=0.7)
     axes[0][0].set_xlabel("step")

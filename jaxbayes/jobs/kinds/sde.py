@@ -9,10 +9,8 @@ import optax
 
 from jaxbayes import datasets, parallel
 from jaxbayes.jobs import Field, JobKind, one_of, positive, required
-from jaxbayes.sde._demo import _sliced_w2
-from jaxbayes.sde._edm import edm_denoiser, edm_sampler
-from jaxbayes.sde._losses import edm_loss, score_trainer
-from jaxbayes.sde._samplers import sample_batch
+from jaxbayes.ot import sliced_wasserstein
+from jaxbayes.sde import edm_denoiser, edm_loss, edm_sampler, sample_batch, score_trainer
 from jaxbayes.sde.nets import ScoreMLP
 
 
@@ -31,9 +29,7 @@ def _setup(ctx):
     if "setup" not in ctx.cache:
         p = ctx.params
         x_train, x_test = _training_data(p["dataset"])
-        n = (x_train.shape[0] // jax.device_count()) * jax.device_count()
-        rows = parallel.process_slice(n)
-        train = parallel.host_local_to_global(x_train[:n][rows], ctx.mesh)
+        train, n = parallel.distribute_rows(x_train, ctx.mesh)
         model = ScoreMLP(hidden=(p["width"],) * p["depth"], embed_dim=32)
 
         def denoiser(params):
@@ -85,13 +81,13 @@ def _finish(ctx, state):
         "last_unit_mean_loss": float(state["loss"]),
         "sampler_nfe": int(np.asarray(out.nfe)[0]),
         "samples_finite": bool(np.isfinite(samples).all()),
-        "sliced_w2_samples_to_heldout": _sliced_w2(samples, x_test, jax.random.key(0)),
-        "sliced_w2_train_to_heldout": _sliced_w2(x_train[: len(samples)], x_test, jax.random.key(0)),
+        "sliced_w2_samples_to_heldout": float(sliced_wasserstein(jax.random.key(0), samples, x_test)),
+        "sliced_w2_train_to_heldout": float(sliced_wasserstein(jax.random.key(0), x_train[: len(samples)], x_test)),
     }
     if ctx.is_main:
-        from jaxbayes import _plotting
+        from jaxbayes.demos import plotting
 
-        fig, ax = _plotting.figure()
+        fig, ax = plotting.figure()
         ax = ax[0][0]
         if p["dataset"] == "digits":
             k = int(np.ceil(np.sqrt(len(samples))))
@@ -107,7 +103,7 @@ def _finish(ctx, state):
             ax.legend(fontsize=7)
             ax.set_aspect("equal")
         ax.set_title(f"EDM Heun samples ({metrics['sampler_nfe']} NFE)", fontsize=9)
-        metrics["figures"] = [_plotting.save(fig, ctx.output_dir / "samples.png")]
+        metrics["figures"] = [plotting.save(fig, ctx.output_dir / "samples.png")]
     return metrics
 
 

@@ -9,9 +9,7 @@ import optax
 
 from jaxbayes import datasets, parallel
 from jaxbayes.jobs import Field, JobKind, one_of, positive, required
-from jaxbayes.vi import metrics
-from jaxbayes.vi._algorithms import fit, gaussian_vi
-from jaxbayes.vi._elbo import GaussianPrior
+from jaxbayes.vi import GaussianPrior, fit, gaussian_vi, metrics
 
 _CLASSIFICATION = ("breast_cancer", "digits", "iris", "wine")
 
@@ -30,11 +28,8 @@ def _setup(ctx):
 def _load(ctx):
     """Each process loads its own rows of the training set; the global arrays are split over the mesh."""
     ds = datasets.load(ctx.params["dataset"], test_fraction=0.2, seed=0)
-    n = (ds.x_train.shape[0] // jax.device_count()) * jax.device_count()
-    rows = parallel.process_slice(n)
-    x = parallel.host_local_to_global(ds.x_train[:n][rows], ctx.mesh)
-    y = parallel.host_local_to_global(ds.y_train[:n][rows], ctx.mesh)
-    return ds, (x, y), n
+    data, n = parallel.distribute_rows((ds.x_train, ds.y_train), ctx.mesh)
+    return ds, data, n
 
 
 def _model(num_classes: int):
@@ -80,17 +75,18 @@ def _finish(ctx, state):
         "skipped_steps": int(state.num_skipped),
     }
     if ctx.is_main:
-        from jaxbayes import _plotting
 
         diagram = metrics.reliability_diagram(probs, ds.y_test)
-        fig, ax = _plotting.figure()
+        from jaxbayes.demos import plotting
+
+        fig, ax = plotting.figure()
         ax = ax[0][0]
         filled = np.asarray(diagram.count) > 0
         conf, acc = np.asarray(diagram.confidence)[filled], np.asarray(diagram.accuracy)[filled]
         ax.plot([0, 1], [0, 1], "k--", lw=1)
         ax.plot(conf, acc, "o-")
         ax.set(xlabel="confidence", ylabel="accuracy", title=f"{ctx.params['dataset']} ({ctx.params['family']})")
-        out["figures"] = [_plotting.save(fig, ctx.output_dir / "reliability.png")]
+        out["figures"] = [plotting.save(fig, ctx.output_dir / "reliability.png")]
     return out
 
 

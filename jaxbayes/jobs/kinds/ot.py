@@ -8,8 +8,7 @@ import numpy as np
 
 from jaxbayes import parallel
 from jaxbayes.jobs import Field, JobKind, non_negative, positive, required
-from jaxbayes.ot._geometry import pointcloud
-from jaxbayes.ot._sinkhorn import sinkhorn
+from jaxbayes.ot import pointcloud, sinkhorn
 from jaxbayes.ot.analytic import w2_gaussians
 
 
@@ -67,16 +66,17 @@ def _finish(ctx, state):
         "mean_relative_gap_to_w2": float(np.mean(np.abs(cost - w2) / w2)),
     }
     if ctx.is_main:
-        from jaxbayes import _plotting
 
-        fig, ax = _plotting.figure()
+        from jaxbayes.demos import plotting
+
+        fig, ax = plotting.figure()
         ax = ax[0][0]
         ax.scatter(w2, cost, s=8)
         lim = [0, float(max(w2.max(), cost.max())) * 1.05]
         ax.plot(lim, lim, "k--", lw=1)
         ax.set(xlabel="closed-form W2^2 of the sampling Gaussians", ylabel="entropic transport cost of samples",
                title=f"{r.shape[0]} Sinkhorn problems")
-        out["figures"] = [_plotting.save(fig, ctx.output_dir / "costs_vs_w2.png")]
+        out["figures"] = [plotting.save(fig, ctx.output_dir / "costs_vs_w2.png")]
     return out
 
 

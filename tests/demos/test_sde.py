@@ -2,7 +2,7 @@
 
 import math
 
-from jaxbayes.sde._demo import demo
+from jaxbayes.demos.sde import demo
 
 
 def test_demo_quick(tmp_path):

@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from jaxbayes._registry import job_kinds
-from jaxbayes.jobs import load_job, run_job
+from jaxbayes.jobs import job_kinds, load_job, run_job
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples" / "jobs").glob("*.toml"))
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples" / "jobs").glob("*.toml"))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
@@ -71,8 +70,8 @@ def test_kernels_nngp_regression_marginal_likelihood_and_resume(tmp_path):
     from scipy.stats import multivariate_normal
 
     from jaxbayes import datasets
+    from jaxbayes.jobs.kinds.kernels import _network
     from jaxbayes.kernels import gram
-    from jaxbayes.kernels._jobs import _network
 
     params = "depth = 2\nnum_units = 3\nsteps_per_unit = 60"
     full = run(tmp_path, "kernels.nngp_regression", params, name="full", every=0)

@@ -20,14 +20,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbayes import _plotting
 from jaxbayes._progress import progress
 from jaxbayes.datasets import load, load_images
-from jaxbayes.ot._divergence import sinkhorn_divergence
-from jaxbayes.ot._geometry import pointcloud
-from jaxbayes.ot._partial import mass_schedule, pseudo_labels
-from jaxbayes.ot._sinkhorn import sinkhorn
-from jaxbayes.ot._sparse import sparse_ot
+from jaxbayes.demos import plotting
+from jaxbayes.ot import mass_schedule, pointcloud, pseudo_labels, sinkhorn, sinkhorn_divergence, sparse_ot
 
 
 def _nearest_map(pixels: jax.Array, centres: jax.Array, values: jax.Array, chunk: int = 8192) -> jax.Array:
@@ -68,18 +64,18 @@ def _colour_transfer(outdir: pathlib.Path, n: int, k: int) -> tuple[dict, list[s
     div = jax.jit(lambda u, v: sinkhorn_divergence(u, v, epsilon=0.01, threshold=1e-4).divergence)
     before, after_s, after_k = float(div(x, y)), float(div(mapped_s, y)), float(div(mapped_k, y))
 
-    fig, axes = _plotting.figure(4, 1, size=3.2)
+    fig, axes = plotting.figure(4, 1, size=3.2)
     for ax, img, title in zip(axes[0], (src_img, tgt_img, full_s, full_k),
                               ("source (china)", "target palette (flower)", "Sinkhorn transfer",
                                f"sparse OT transfer (k={k})"), strict=True):
         ax.imshow(np.clip(img, 0, 1))
         ax.set_title(title, fontsize=9)
         ax.axis("off")
-    files = [_plotting.save(fig, outdir / "ot_colour_transfer.png")]
+    files = [plotting.save(fig, outdir / "ot_colour_transfer.png")]
 
     order_x = np.argsort(np.asarray(x @ jnp.array([0.299, 0.587, 0.114])))
     order_y = np.argsort(np.asarray(y @ jnp.array([0.299, 0.587, 0.114])))
-    fig, axes = _plotting.figure(2, 1, size=3.6)
+    fig, axes = plotting.figure(2, 1, size=3.6)
     for ax, plan, title in zip(axes[0], (plan_s, plan_k), ("entropic plan", f"sparse plan (<= {k}/row)"),
                                strict=True):
         p = np.asarray(plan)[np.ix_(order_x, order_y)]
@@ -88,7 +84,7 @@ def _colour_transfer(outdir: pathlib.Path, n: int, k: int) -> tuple[dict, list[s
         ax.set_title(title + ", log10, sorted by luminance", fontsize=8)
         ax.set_xlabel("target colour")
         ax.set_ylabel("source colour")
-    files.append(_plotting.save(fig, outdir / "ot_colour_plans.png"))
+    files.append(plotting.save(fig, outdir / "ot_colour_plans.png"))
 
     nnz = np.asarray((plan_k > 0).sum(axis=1))
     metrics = {
@@ -130,7 +126,7 @@ def _routing(outdir: pathlib.Path, groups: int, tokens: int, experts: int, capac
     nnz_col = np.asarray((plans > 0).sum(axis=1))  # tokens per expert
     expert_mass = np.asarray(plans.sum(axis=1)) * experts
 
-    fig, axes = _plotting.figure(2, 1, size=3.6)
+    fig, axes = plotting.figure(2, 1, size=3.6)
     axes[0][0].bar(np.arange(experts) - 0.2, load_greedy.mean(0), 0.4, label="greedy top-1")
     axes[0][0].bar(np.arange(experts) + 0.2, nnz_col.mean(0), 0.4, label="sparse OT")
     axes[0][0].axhline(capacity, color="k", ls="--", lw=1, label="capacity")
@@ -141,7 +137,7 @@ def _routing(outdir: pathlib.Path, groups: int, tokens: int, experts: int, capac
     axes[0][1].set_title("group 0: token -> expert support", fontsize=9)
     axes[0][1].set_xlabel("token")
     axes[0][1].set_ylabel("expert")
-    files = [_plotting.save(fig, outdir / "ot_routing.png")]
+    files = [plotting.save(fig, outdir / "ot_routing.png")]
     metrics = {
         "routing_groups": groups,
         "routing_capacity": capacity,
@@ -182,7 +178,7 @@ def _pseudo_labels(outdir: pathlib.Path, steps: int) -> tuple[dict, list[str]]:
         top = np.argsort(-conf)[: max(int(sel.sum()), 1)]
         conf_acc = float(np.mean(np.asarray(jnp.argmax(log_probs, 1))[top] == ys[top]))
         rows.append((rho, int(sel.sum()), acc, conf_acc, np.asarray(out.cluster_mass)))
-    fig, axes = _plotting.figure(2, 1, size=3.6)
+    fig, axes = plotting.figure(2, 1, size=3.6)
     axes[0][0].plot([r[0] for r in rows], [r[2] for r in rows], "o-", label="P2OT selected")
     axes[0][0].plot([r[0] for r in rows], [r[3] for r in rows], "s--", label="top-confidence, same count")
     axes[0][0].axhline(argmax_acc, color="k", lw=1, ls=":", label="argmax, all")
@@ -193,7 +189,7 @@ def _pseudo_labels(outdir: pathlib.Path, steps: int) -> tuple[dict, list[str]]:
     axes[0][1].bar(np.arange(len(sizes)) + 0.2, rows[-1][4] / rows[-1][4].sum(), 0.4, label="P2OT (rho=1)")
     axes[0][1].set_xlabel("class")
     axes[0][1].legend(fontsize=8)
-    files = [_plotting.save(fig, outdir / "ot_pseudo_labels.png")]
+    files = [plotting.save(fig, outdir / "ot_pseudo_labels.png")]
     metrics = {
         "pseudo_label_argmax_accuracy": argmax_acc,
         "pseudo_label_mass": [r[0] for r in rows],

@@ -2,7 +2,7 @@
 
 import math
 
-from jaxbayes.vi._demo import demo
+from jaxbayes.demos.vi import demo
 
 
 def test_demo_quick(tmp_path):

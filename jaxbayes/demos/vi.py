@@ -19,13 +19,9 @@ import numpy as np
 import optax
 
 from jaxbayes import datasets
-from jaxbayes._plotting import figure, save
 from jaxbayes._progress import progress
-from jaxbayes.vi import metrics
-from jaxbayes.vi._algorithms import fit, fullrank_vi, minibatch
-from jaxbayes.vi._bnn import bnn_vi
-from jaxbayes.vi._elbo import GaussianPrior
-from jaxbayes.vi._ssvi import sparsity_report, ssvi
+from jaxbayes.demos.plotting import figure, save
+from jaxbayes.vi import GaussianPrior, bnn_vi, fit, fullrank_vi, metrics, minibatch, sparsity_report, ssvi
 
 
 class DigitsMLP(nn.Module):

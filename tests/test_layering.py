@@ -1,0 +1,48 @@
+"""The library's layers: pillar packages import no application code, and no file imports another's private name."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "jaxbayes"
+PILLARS = ("sde", "ot", "kernels", "vi")
+APPLICATION = ("jaxbayes.jobs", "jaxbayes.demos", "jaxbayes.cli", "jaxbayes.datasets", "jaxbayes._progress",
+               "matplotlib", "tqdm")
+
+
+def imports(path: Path):
+    """(module, names) for every import statement of a file, resolved to absolute module names."""
+    tree = ast.parse(path.read_text())
+    package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, []
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([module] if module else []))
+            yield module, [alias.name for alias in node.names]
+
+
+@pytest.mark.parametrize("pillar", PILLARS)
+def test_pillars_import_no_application_code(pillar):
+    bad = []
+    for path in sorted((PACKAGE / pillar).rglob("*.py")):
+        for module, names in imports(path):
+            targets = [module] + [f"{module}.{n}" for n in names]
+            if any(t == app or t.startswith(app + ".") for t in targets for app in APPLICATION):
+                bad.append(f"{path.relative_to(PACKAGE)} imports {module}")
+    assert not bad, bad
+
+
+def test_no_file_imports_another_files_private_name():
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for module, names in imports(path):
+            if not module.startswith("jaxbayes"):
+                continue
+            bad += [f"{path.relative_to(PACKAGE)}: {module}.{n}" for n in names if n.startswith("_")]
+    assert not bad, bad
