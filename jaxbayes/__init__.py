@@ -13,6 +13,7 @@ and one parallel layer:
 
 __version__ = "0.1.0.dev0"
 
+from jaxbayes import base as base
 from jaxbayes import datasets as datasets
 from jaxbayes import kernels as kernels
 from jaxbayes import ot as ot
@@ -20,4 +21,4 @@ from jaxbayes import parallel as parallel
 from jaxbayes import sde as sde
 from jaxbayes import vi as vi
 
-__all__ = ["datasets", "kernels", "ot", "parallel", "sde", "vi", "__version__"]
+__all__ = ["base", "datasets", "kernels", "ot", "parallel", "sde", "vi", "__version__"]
