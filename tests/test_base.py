@@ -75,3 +75,14 @@ def test_minibatches_and_callback():
         fit(jax.random.key(0), alg, alg.init(None, jnp.zeros(())), 3, data=data, batch_size=21)
     with pytest.raises(ValueError, match="leading size"):
         minibatch(jax.random.key(0), (jnp.ones(3), jnp.ones(4)), 2)
+
+
+def test_legacy_keys_give_the_typed_keys_result_and_seeds_are_refused():
+    noisy = lambda p, key, batch: jnp.sum((p - jax.random.normal(key, p.shape)) ** 2)
+    alg = optimizer_algorithm(noisy, optax.adam(0.05))
+    s0 = alg.init(None, jnp.zeros(3))
+    typed, _ = fit(jax.random.key(7), alg, s0, 5)
+    legacy, _ = fit(jax.random.PRNGKey(7), alg, s0, 5)
+    np.testing.assert_array_equal(typed.params, legacy.params)
+    with pytest.raises(TypeError, match="PRNG key"):
+        fit(7, alg, s0, 5)

@@ -91,6 +91,18 @@ def test_process_slice_and_local_to_global(mesh8):
     np.testing.assert_array_equal(np.asarray(glob), local)
 
 
+def test_legacy_keys_are_wrapped_and_seeds_refused():
+    legacy, typed = jax.random.PRNGKey(3), jax.random.key(3)
+    np.testing.assert_array_equal(jax.random.key_data(parallel.sample_keys(legacy, 4)),
+                                  jax.random.key_data(parallel.sample_keys(typed, 4)))
+    np.testing.assert_array_equal(jax.random.key_data(jax.jit(lambda k: parallel.index_keys(k, jnp.arange(3)))(legacy)),
+                                  jax.random.key_data(parallel.index_keys(typed, jnp.arange(3))))
+    with pytest.raises(TypeError, match="key must be a PRNG key from jax.random.key"):
+        parallel.sample_keys(0, 3)
+    with pytest.raises(TypeError, match="dtype float32"):
+        parallel.sample_keys(jnp.zeros(2), 3)
+
+
 def test_distribute_rows_keeps_whole_device_shares(mesh8):
     x, y = np.arange(30.0).reshape(15, 2), np.arange(15)
     (gx, gy), n = parallel.distribute_rows((x, y), mesh8)

@@ -13,6 +13,7 @@ from jaxbayes.parallel._distributed import host_local_to_global as host_local_to
 from jaxbayes.parallel._distributed import initialize as initialize
 from jaxbayes.parallel._distributed import is_main_process as is_main_process
 from jaxbayes.parallel._distributed import process_slice as process_slice
+from jaxbayes.parallel._keys import as_key as as_key
 from jaxbayes.parallel._keys import index_keys as index_keys
 from jaxbayes.parallel._keys import sample_keys as sample_keys
 from jaxbayes.parallel._mesh import DATA_AXIS as DATA_AXIS
@@ -24,6 +25,7 @@ from jaxbayes.parallel._mesh import shard_batch as shard_batch
 
 __all__ = [
     "DATA_AXIS",
+    "as_key",
     "batch_sharding",
     "data_mesh",
     "data_parallel",
