@@ -22,8 +22,35 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    list_job_kinds = False  # set on the ``run`` parser: its help lists every kind and its keys
+
     def error(self, message: str):  # one line, no usage dump
         raise UsageError(message)
+
+    def format_help(self) -> str:
+        if not self.list_job_kinds:
+            return super().format_help()
+        from jaxbayes.jobs import job_kinds  # imports every pillar: only when help is asked for
+
+        lines = [super().format_help(), "job kinds ([params] keys: type, default; description):"]
+        for name, kind in sorted(job_kinds().items()):
+            lines.append(f"  {name}: {kind.description}")
+            for key, field in kind.params.items():
+                types = field.type if isinstance(field.type, tuple) else (field.type,)
+                default = "required" if field.default is _required_marker() else repr(field.default)
+                lines.append(f"      {key} ({'/'.join(t.__name__ for t in types)}, {default}): {field.doc}")
+        return "\n".join(lines) + "\n"
+
+
+def _required_marker():
+    from jaxbayes.jobs import required
+
+    return required()
+
+
+def _add_cpu_devices(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("--cpu-devices", type=int, metavar="N", default=default,
+                        help="simulate N CPU devices (sets jax_num_cpu_devices before JAX starts)")
 
 
 def _info(_: argparse.Namespace) -> int:
@@ -115,11 +142,10 @@ def _run(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxbayes", description="Scalable Bayesian and generative inference in JAX.")
-    parser.add_argument("--cpu-devices", type=int, metavar="N",
-                        help="simulate N CPU devices (sets jax_num_cpu_devices before JAX starts)")
+    _add_cpu_devices(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
                                 metavar="{info,demo,bench,run}")
-    sub.add_parser("info", help="JAX version, backend, devices, processes, dependency versions")
+    info = sub.add_parser("info", help="JAX version, backend, devices, processes, dependency versions")
     demo = sub.add_parser("demo", help="run every pillar demo and write a report folder")
     demo.add_argument("--out", default="jaxbayes-report", help="report folder (default: jaxbayes-report)")
     demo.add_argument("--quick", action="store_true", help="small settings (about a minute per pillar)")
@@ -129,8 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="small sizes")
     bench.add_argument("--only", nargs="+", metavar="PILLAR", help=f"pillars to run ({', '.join(PILLARS)})")
     run = sub.add_parser("run", help="run a pod job described by a TOML file on every host")
+    run.list_job_kinds = True
     run.add_argument("job", help="path of the job's TOML file")
     run.add_argument("--resume", action="store_true", help="continue from the last valid checkpoint")
+    for command in (info, demo, bench, run):  # the flag also works after the subcommand
+        _add_cpu_devices(command, argparse.SUPPRESS)
     return parser
 
 

@@ -9,12 +9,25 @@ from jaxbayes import cli
 from jaxbayes.demos import demos
 
 
-def test_info_reports_simulated_devices():
-    proc = subprocess.run([sys.executable, "-m", "jaxbayes.cli", "--cpu-devices", "8", "info"],
-                          capture_output=True, text=True, timeout=120)
+@pytest.mark.parametrize("argv", [["--cpu-devices", "8", "info"], ["info", "--cpu-devices", "8"]])
+def test_info_reports_simulated_devices(argv):
+    proc = subprocess.run([sys.executable, "-m", "jaxbayes.cli", *argv],
+                          capture_output=True, text=True, timeout=1800)  # hang guard only
     assert proc.returncode == 0, proc.stderr
     assert "devices: 8 (cpu)" in proc.stdout and "processes: 1" in proc.stdout
     assert "ott-jax:" in proc.stdout
+
+
+def test_run_help_lists_every_job_kind_and_its_keys(capsys):
+    from jaxbayes.jobs import job_kinds
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["run", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name, kind in job_kinds().items():
+        assert f"  {name}: {kind.description}" in out
+        assert all(f"      {key} (" in out for key in kind.params)
 
 
 @pytest.mark.parametrize("argv,message", [

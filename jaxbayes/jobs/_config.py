@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 _REQUIRED = object()
+# Step counters and sizes end up in int32 JAX arrays; a larger integer is a typo, not a plan.
+INT_MAX = 2**31 - 1
 
 
 class JobConfigError(ValueError):
@@ -51,8 +54,9 @@ def _type_name(t: type | tuple[type, ...]) -> str:
 def validate(table: Mapping[str, Any], schema: Mapping[str, Field], where: str) -> dict[str, Any]:
     """Check ``table`` against ``schema``: no unknown keys, every required key, right types, checks pass.
 
-    Integers are accepted where floats are expected; booleans are never taken for numbers.
-    Returns the table with defaults filled in.
+    Integers are accepted where floats are expected; booleans are never taken for numbers; integers must lie
+    within ``[-INT_MAX, INT_MAX]`` (JAX counters are int32) and floats must be finite (TOML allows ``inf``
+    and ``nan``). Returns the table with defaults filled in.
     """
     if not isinstance(table, Mapping):
         raise JobConfigError(f"{where} must be a table, got {type(table).__name__}")
@@ -73,6 +77,10 @@ def validate(table: Mapping[str, Any], schema: Mapping[str, Field], where: str) 
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
             raise JobConfigError(f"{where}.{name}: expected {_type_name(field.type)}, got {type(value).__name__} "
                                  f"{value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise JobConfigError(f"{where}.{name}: must be a finite number, got {value}")
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT_MAX:
+            raise JobConfigError(f"{where}.{name}: {value} is out of range (|value| <= {INT_MAX})")
         if field.check is not None and (complaint := field.check(value)):
             raise JobConfigError(f"{where}.{name}: {complaint}")
         out[name] = value

@@ -9,7 +9,10 @@ state and ``i``, the final result equals that of an uninterrupted run.
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,10 +50,45 @@ def _checkpoint_manager(directory: Path):
     return ocp.CheckpointManager(directory.resolve(), options=options)
 
 
+def _check_writable(directory: Path) -> None:
+    """Fail before any work if results and checkpoints could not be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-check-"):
+            pass
+    except OSError as err:
+        raise JobConfigError(f"job.output_dir: cannot write to {directory}: {err.strerror or err}") from err
+
+
+def json_metrics(value: Any, path: str = "metrics", bad: dict[str, str] | None = None) -> Any:
+    """``value`` as plain JSON (arrays to lists); non-finite numbers become ``null`` and are listed in ``bad``
+    as ``{path: reason}``, so ``result.json`` is always valid JSON and never hides a NaN."""
+    bad = {} if bad is None else bad
+    if isinstance(value, dict):
+        return {k: json_metrics(v, f"{path}.{k}", bad) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_metrics(v, f"{path}[{i}]", bad) for i, v in enumerate(value)]
+    if isinstance(value, str | bool) or value is None:
+        return value
+    array = np.asarray(value)
+    if array.ndim:
+        return json_metrics(array.tolist(), path, bad)
+    item = array.item()
+    if isinstance(item, float) and not math.isfinite(item):
+        bad[path] = f"non-finite value ({item})"
+        return None
+    return item
+
+
 def run_job(spec: JobSpec, kind: JobKind, *, resume: bool = False) -> dict[str, Any]:
-    """Run ``spec`` with ``kind`` and return the result written to ``<output_dir>/result.json``."""
+    """Run ``spec`` with ``kind`` and return the result written to ``<output_dir>/result.json``.
+
+    Non-finite metrics are written as ``null`` and listed under ``"nonfinite"`` with the reason;
+    :func:`run_job_file` then exits with code 1.
+    """
     import orbax.checkpoint as ocp
 
+    _check_writable(spec.output_dir)
     _start_processes(spec.distributed)
     mesh = parallel.data_mesh()
     is_main = parallel.is_main_process()
@@ -83,7 +121,8 @@ def run_job(spec: JobSpec, kind: JobKind, *, resume: bool = False) -> dict[str, 
     bar.close()
     manager.save(total, args=ocp.args.StandardSave(state), force=True)
     manager.wait_until_finished()
-    metrics = kind.finish(ctx, state)
+    nonfinite: dict[str, str] = {}
+    metrics = json_metrics(kind.finish(ctx, state), bad=nonfinite)
     result = {
         "kind": spec.kind,
         "name": spec.name,
@@ -96,14 +135,13 @@ def run_job(spec: JobSpec, kind: JobKind, *, resume: bool = False) -> dict[str, 
         "wall_s": round(time.perf_counter() - started, 3),
         "metrics": metrics,
     }
+    if nonfinite:
+        result["nonfinite"] = nonfinite
     if is_main:
         spec.output_dir.mkdir(parents=True, exist_ok=True)
-        (spec.output_dir / "result.json").write_text(json.dumps(result, indent=2, default=_jsonable))
+        text = json.dumps(json_metrics(result), indent=2, allow_nan=False)
+        (spec.output_dir / "result.json").write_text(text)
     return result
-
-
-def _jsonable(value: Any) -> Any:
-    return np.asarray(value).tolist()
 
 
 def run_job_file(path: str | Path, *, resume: bool = False) -> int:
@@ -112,8 +150,15 @@ def run_job_file(path: str | Path, *, resume: bool = False) -> int:
 
     kinds = job_kinds()
     spec = load_job(path, kinds)
-    result = run_job(spec, kinds[spec.kind], resume=resume)
+    try:
+        result = run_job(spec, kinds[spec.kind], resume=resume)
+    except ImportError as err:  # an optional dependency of the kind or its data set
+        missing = f" (missing package {err.name!r})" if getattr(err, "name", None) else ""
+        raise JobConfigError(f"job.kind {spec.kind!r} needs an optional package{missing}: "
+                             f"{str(err).splitlines()[0]}") from err
     if parallel.is_main_process():
         print(f"{spec.kind}: {result['steps']} steps on {result['devices']} devices, "
               f"{result['processes']} processes; result: {spec.output_dir / 'result.json'}")
-    return 0
+        for where, reason in result.get("nonfinite", {}).items():
+            print(f"jaxbayes: error: {where} is a {reason}; written as null", file=sys.stderr)
+    return 1 if result.get("nonfinite") else 0

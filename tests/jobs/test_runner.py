@@ -38,18 +38,30 @@ def test_converges_to_least_squares_solution(tmp_path):
     assert written["metrics"] == result["metrics"] and written["devices"] == 8
 
 
-def test_keeps_at_most_two_steps_in_flight(tmp_path):
+def test_keeps_at_most_two_steps_in_flight(tmp_path, monkeypatch):
     # XLA:CPU deadlocks once dozens of 8-device collective steps are queued on a loaded host (CI crashed so).
-    outputs, unfinished = [], []
+    # The runner must wait for step i - 1's state right after dispatching step i: record the order of
+    # dispatches and waits (a property of the runner, whatever the host's speed).
+    from jaxbayes.jobs import _runner
+
+    events, outputs = [], []
 
     def step(ctx, state, i):
-        unfinished.extend(i for out in outputs[:-1] if not out["w"].is_ready())
+        events.append(("step", i))
         outputs.append(toy.TOY.step(ctx, state, i))
         return outputs[-1]
 
-    spec = load_job(write_job(tmp_path, "steps = 60"), job_kinds())
+    real_block = _runner.jax.block_until_ready
+
+    def block(tree):
+        events.append(("wait", next((i for i, out in enumerate(outputs) if out is tree), None)))
+        return real_block(tree)
+
+    monkeypatch.setattr(_runner.jax, "block_until_ready", block)
+    spec = load_job(write_job(tmp_path, "steps = 6"), job_kinds())
     run_job(spec, toy.TOY._replace(step=step))
-    assert len(outputs) == 60 and unfinished == []
+    assert events[:12] == [("step", 0), ("wait", None), ("step", 1), ("wait", 0), ("step", 2), ("wait", 1),
+                    ("step", 3), ("wait", 2), ("step", 4), ("wait", 3), ("step", 5), ("wait", 4)]
 
 
 @pytest.mark.parametrize("body,message", [
@@ -63,6 +75,10 @@ def test_keeps_at_most_two_steps_in_flight(tmp_path):
     ('kind = "toy.least_squares"\nseed = -2\n[params]\nsteps = 3', "job.seed: must be >= 0"),
     ('kind = "toy.least_squares"\n[params]\nsteps = 3\n[distributed]\nhosts = 2', "distributed.hosts: unknown key"),
     ("kind = ", "not valid TOML"),
+    ('kind = "toy.least_squares"\n[params]\nsteps = 3\nlr = inf', "params.lr: must be a finite number, got inf"),
+    ('kind = "toy.least_squares"\n[params]\nsteps = 3\nlr = nan', "params.lr: must be a finite number"),
+    ('kind = "toy.least_squares"\n[params]\nsteps = 99999999999999999999', "params.steps: 99999999999999999999 is out of"),
+    ('kind = "toy.least_squares"\n[params]\nsteps = 1e20', "params.steps: expected int, got float"),
 ])
 def test_bad_job_files_exit_2_naming_the_key(tmp_path, capsys, body, message):
     path = tmp_path / "bad.toml"
@@ -71,6 +87,31 @@ def test_bad_job_files_exit_2_naming_the_key(tmp_path, capsys, body, message):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not (tmp_path / "jaxbayes-runs").exists()
+
+
+def test_unwritable_output_dir_and_missing_package_are_one_line_errors(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    path = tmp_path / "job.toml"
+    path.write_text(f'kind = "toy.least_squares"\noutput_dir = "{blocker / "out"}"\n[params]\nsteps = 2\n')
+    assert cli.main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "job.output_dir: cannot write to" in err
+    path = write_job(tmp_path, 'steps = 2\nneeds = "no_such_package_xyz"')
+    assert cli.main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "needs an optional package (missing package 'no_such_package_xyz')" in err
+
+
+def test_non_finite_metrics_are_null_with_a_reason_and_exit_1(tmp_path, capsys):
+    path = write_job(tmp_path, "steps = 40\nlr = 1e30")  # gradient descent diverges to inf, then nan
+    assert cli.main(["run", str(path)]) == 1
+    text = (tmp_path / "job-out" / "result.json").read_text()
+    written = json.loads(text)  # strict JSON: no NaN or Infinity tokens
+    assert "NaN" not in text and "Infinity" not in text
+    assert written["metrics"]["w"] == [None, None, None]
+    assert set(written["nonfinite"]) == {"metrics.w[0]", "metrics.w[1]", "metrics.w[2]"}
+    assert "metrics.w[0] is a non-finite value" in capsys.readouterr().err
 
 
 def test_existing_checkpoints_need_resume(tmp_path):
@@ -94,20 +135,20 @@ def test_resume_after_crash_equals_uninterrupted_run(tmp_path):
 
 def test_sigkill_mid_run_then_resume_gives_identical_result(tmp_path):
     reference = run_file(write_job(tmp_path, "steps = 30", "checkpoint_every = 4", name="ref"))
-    job = write_job(tmp_path, "steps = 30\nsleep_s = 0.15", "checkpoint_every = 4", name="killed")
-    code = f"import tests.jobs.toy; from jaxbayes.cli import main; main(['--cpu-devices', '8', 'run', {str(job)!r}])"
+    # The job blocks at step 9, after checkpoint 8 is on disk, and says so with a file: no clock involved.
+    job = write_job(tmp_path, "steps = 30\nhold_at = 9", "checkpoint_every = 4", name="killed")
+    code = f"import tests.jobs.toy; from jaxbayes.cli import main; main(['run', {str(job)!r}, '--cpu-devices', '8'])"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stderr=subprocess.DEVNULL)
-    checkpoints = tmp_path / "killed-out" / "checkpoints"
-    deadline = time.time() + 120
-    while not (checkpoints / "8").is_dir():
-        assert time.time() < deadline and proc.poll() is None, "job died before its second checkpoint"
+    holding = tmp_path / "killed-out" / "holding"
+    while not holding.exists():
+        assert proc.poll() is None, "job died before reaching step 9"
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (tmp_path / "killed-out" / "result.json").exists()
-    resumed = run_file(job, resume=True)
-    assert resumed["resumed_from"] >= 8
+    resumed = run_file(write_job(tmp_path, "steps = 30", "checkpoint_every = 4", name="killed"), resume=True)
+    assert resumed["resumed_from"] == 8
     assert resumed["metrics"] == reference["metrics"]
 
 

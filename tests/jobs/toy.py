@@ -1,6 +1,7 @@
 """A small deterministic job kind for the runner's own tests: full-batch gradient descent for least
 squares, with the data split over the global mesh (each process loads its own rows)."""
 
+import importlib
 import time
 
 import jax
@@ -24,6 +25,8 @@ def _init(ctx):
 
 def _setup(ctx):
     if "setup" not in ctx.cache:
+        if ctx.params["needs"]:
+            importlib.import_module(ctx.params["needs"])
         x, y = data(0, ctx.params["n"])
         (gx, gy), _ = parallel.distribute_rows((x, y), ctx.mesh, drop_remainder=False)
         loss = parallel.data_parallel(lambda w, a, b: (a @ w - b) ** 2, ctx.mesh, in_axes=(None, 0, 0),
@@ -40,7 +43,10 @@ def _setup(ctx):
 def _step(ctx, state, i):
     if i == ctx.params["fail_at"]:
         raise RuntimeError(f"planned failure at step {i}")
-    time.sleep(ctx.params["sleep_s"])
+    if i == ctx.params["hold_at"]:  # tell the test we got here (every earlier checkpoint is on disk), then wait
+        (ctx.output_dir / "holding").touch()
+        while True:
+            time.sleep(1.0)
     update, gx, gy = _setup(ctx)
     return {"w": update(state["w"], i, gx, gy)}
 
@@ -56,7 +62,8 @@ TOY = JobKind(
         "steps": Field(int, required(), positive, "number of steps"),
         "lr": Field(float, 0.1, positive, "step size"),
         "n": Field(int, 64, positive, "rows of data"),
-        "sleep_s": Field(float, 0.0, non_negative, "seconds to sleep per step (to be killed mid-run)"),
+        "hold_at": Field(int, -1, doc="at this step write <output_dir>/holding and block (to be killed there)"),
+        "needs": Field(str, "", doc="a module to import at set-up (a missing optional package)"),
         "fail_at": Field(int, -1, doc="raise at this step (-1: never)"),
     },
     num_steps=lambda p: p["steps"],

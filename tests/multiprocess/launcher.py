@@ -38,10 +38,33 @@ def run_processes(
     *,
     num_processes: int = 2,
     devices_per_process: int = 4,
-    timeout: float = 240.0,
+    timeout: float = 1800.0,
+    attempts: int = 3,
     **kwargs,
 ) -> list[dict[str, np.ndarray]]:
-    """Run ``worker`` (``"module:function"``) in ``num_processes`` processes and return their outputs."""
+    """Run ``worker`` (``"module:function"``) in ``num_processes`` processes and return their outputs.
+
+    The coordinator's port is picked free and released before process 0 binds it, so another program can
+    take it in between: a run whose coordinator failed to bind is retried on a new port (``attempts`` in
+    all). ``timeout`` only guards against a hang; it is not a speed requirement.
+    """
+    for attempt in range(attempts):
+        try:
+            return _run_once(worker, num_processes, devices_per_process, timeout, kwargs)
+        except _PortTaken:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+class _PortTaken(AssertionError):
+    """The coordinator could not bind its port."""
+
+
+_BIND_ERRORS = ("Address already in use", "Failed to bind", "failed to bind")
+
+
+def _run_once(worker, num_processes, devices_per_process, timeout, kwargs):
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
@@ -65,6 +88,8 @@ def run_processes(
                 continue
             if proc.returncode:
                 errors.append(f"process {pid} exited with {proc.returncode}\n{err}")
+        if errors and any(marker in e for e in errors for marker in _BIND_ERRORS):
+            raise _PortTaken("\n---\n".join(errors))
         if errors:
             raise AssertionError("multi-process run failed:\n" + "\n---\n".join(errors))
         results = []
