@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbayes import parallel
-from jaxbayes.jobs import Field, JobKind, non_negative, positive, register_job_kind, required
+from jaxbayes.jobs import Field, JobKind, positive, register_job_kind, required
 
 
 def data(seed: int, n: int, d: int = 3):

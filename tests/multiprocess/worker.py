@@ -14,7 +14,8 @@ def main(argv: list[str]) -> None:
 
     from jaxbayes.parallel import initialize
 
-    initialize(f"127.0.0.1:{port}", int(num_processes), int(process_id), initialization_timeout=900)  # a hang guard: a loaded host starts slowly
+    # a hang guard: a loaded host starts slowly
+    initialize(f"127.0.0.1:{port}", int(num_processes), int(process_id), initialization_timeout=900)
     module, name = worker.split(":")
     result = getattr(importlib.import_module(module), name)(**json.loads(kwargs))
     np.savez(out, **{k: np.asarray(v) for k, v in result.items()})
