@@ -32,7 +32,10 @@ import jax.numpy as jnp
 import optax
 
 from jaxbayes._checks import check_choice, check_int_range, check_positive
-from jaxbayes.kernels._layers import Kernel, Layer, _validate_inputs, input_kernel
+from jaxbayes.kernels._combinators import serial
+from jaxbayes.kernels._elementwise import ReLU
+from jaxbayes.kernels._kernel import Kernel, Layer, input_kernel, validate_inputs
+from jaxbayes.kernels._linear import Dense
 from jaxbayes.typing import Array, ArrayLike, PRNGKey
 
 
@@ -212,7 +215,7 @@ def dkm(layers: Sequence[Layer], *, nu: ArrayLike | Sequence[float] = 1.0, spars
         return jnp.stack(kls)
 
     def init(x_inducing: ArrayLike, y: ArrayLike) -> DKMParams:
-        z, _ = _validate_inputs(x_inducing, None)
+        z, _ = validate_inputs(x_inducing, None)
         g = input_kernel(z).nngp
         chols = []
         for layer in layers[:-1]:
@@ -254,7 +257,7 @@ def dkm(layers: Sequence[Layer], *, nu: ArrayLike | Sequence[float] = 1.0, spars
         return lk, a, lb, c
 
     def objective(params: DKMParams, x: ArrayLike, y: ArrayLike, key: PRNGKey | None = None) -> DKMInfo:
-        x, _ = _validate_inputs(x, None)
+        x, _ = validate_inputs(x, None)
         if x.shape[1:] != params.inducing.shape[1:]:
             raise ValueError(f"x must have per-point shape {params.inducing.shape[1:]}, got {x.shape[1:]}")
         y = _check_y(x, y)
@@ -327,7 +330,7 @@ def dkm(layers: Sequence[Layer], *, nu: ArrayLike | Sequence[float] = 1.0, spars
 
     def predict(params: DKMParams, x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike,
                 key: PRNGKey | None = None) -> DKMPrediction:
-        x_test, _ = _validate_inputs(x_test, None)
+        x_test, _ = validate_inputs(x_test, None)
         s2 = _noise(params)
         k_ii, k_si, k_ss = propagate(params, x_test)
         if likelihood == "categorical":
@@ -337,7 +340,7 @@ def dkm(layers: Sequence[Layer], *, nu: ArrayLike | Sequence[float] = 1.0, spars
             eps = jax.random.normal(key, (num_mc, *mean.shape), mean.dtype)
             probs = jnp.mean(jax.nn.softmax(mean + jnp.sqrt(var) * eps, axis=-1), axis=0)
             return DKMPrediction(mean, var, probs)
-        x_train, _ = _validate_inputs(x_train, None)
+        x_train, _ = validate_inputs(x_train, None)
         y = _check_y(x_train, y_train)
         if not sparse:
             k_tt = grams(params)[2]
@@ -362,7 +365,7 @@ def dkm_layers(depth: int = 2, activation: Layer | None = None, *, W_std: float 
     """Kernel maps of an MLP with ``depth + 1`` hidden layers for :func:`dkm`: ``G_1``'s prior is the NNGP of
     ``serial(Dense, act, Dense)`` (full rank, unlike the rank ``d + 1`` linear Gram of the inputs), then
     ``depth - 1`` learned layers ``serial(act, Dense)`` and a ``serial(act, Dense)`` output kernel."""
-    from jaxbayes.kernels._layers import Dense, ReLU, serial
+
 
     depth = check_int_range("depth", depth, 1)
     act = ReLU() if activation is None else activation

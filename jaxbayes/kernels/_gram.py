@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
 from jaxbayes._checks import check_int_range
-from jaxbayes.kernels._layers import _validate_inputs
+from jaxbayes.kernels._kernel import validate_inputs
 from jaxbayes.parallel import DATA_AXIS, pad_to_multiple
 from jaxbayes.typing import Array, ArrayLike
 
@@ -83,7 +83,7 @@ def gram(kernel_fn: Callable, x1: ArrayLike, x2: ArrayLike | None = None, *, blo
     """
     if block_size is not None:
         block_size = check_int_range("block_size", block_size, 1)
-    x1, x2 = _validate_inputs(x1, x2)
+    x1, x2 = validate_inputs(x1, x2)
     symmetric = x2 is None
     x2 = x1 if x2 is None else x2
 

@@ -1,6 +1,6 @@
 """Finite-width random networks from a layer spec: Monte-Carlo NNGP/NTK estimates and the empirical NTK.
 
-The infinite-width kernels of :mod:`jaxbayes.kernels._layers` are limits of these finite networks
+The infinite-width kernels of :mod:`jaxbayes.kernels._kernel` are limits of these finite networks
 (NTK parameterisation): ``E_theta[f(x1) f(x2)]`` over random initialisations converges to the NNGP and the
 empirical NTK ``J(x1) J(x2)^T`` to the NTK as every hidden width grows (Jacot et al., 2018).
 """
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbayes._checks import check_int_range
-from jaxbayes.kernels._layers import Layer, _validate_inputs
+from jaxbayes.kernels._kernel import Layer, validate_inputs
 from jaxbayes.typing import Array, ArrayLike, PRNGKey, PyTree
 
 
@@ -89,7 +89,7 @@ def monte_carlo_kernel(key: PRNGKey, layer: Layer, x1: ArrayLike, x2: ArrayLike 
       True
     """
     num_samples = check_int_range("num_samples", num_samples, 2)
-    x1, x2 = _validate_inputs(x1, x2)
+    x1, x2 = validate_inputs(x1, x2)
     other = x1 if x2 is None else x2
 
     def one(i):
