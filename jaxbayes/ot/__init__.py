@@ -27,6 +27,8 @@ from jaxbayes.ot._partial import mass_schedule as mass_schedule
 from jaxbayes.ot._partial import partial_ot as partial_ot
 from jaxbayes.ot._partial import progressive_partial_ot as progressive_partial_ot
 from jaxbayes.ot._partial import pseudo_labels as pseudo_labels
+from jaxbayes.ot._problem import Problem as Problem
+from jaxbayes.ot._problem import as_problem as as_problem
 from jaxbayes.ot._sinkhorn import SinkhornOutput as SinkhornOutput
 from jaxbayes.ot._sinkhorn import sinkhorn as sinkhorn
 from jaxbayes.ot._sliced import sliced_wasserstein as sliced_wasserstein
@@ -44,6 +46,7 @@ __all__ = [
     "FunctionCost",
     "Geometry",
     "PartialOTOutput",
+    "Problem",
     "PseudoLabels",
     "SinkhornDivergenceOutput",
     "SinkhornOutput",
@@ -52,6 +55,7 @@ __all__ = [
     "analytic",
     "as_cost",
     "as_geometry",
+    "as_problem",
     "costmatrix",
     "mass_schedule",
     "partial_ot",

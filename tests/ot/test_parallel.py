@@ -18,7 +18,7 @@ def test_sharded_points_equal_single_device(x64, mesh8, chunk):
     y = jax.random.normal(ky, (48, 3)) + 0.5
 
     def solve(x, y):
-        out = ot.sinkhorn(ot.pointcloud(x, y, chunk_size=chunk), threshold=1e-10, max_iterations=5000)
+        out = ot.sinkhorn(ot.pointcloud(x, y, chunk_size=chunk), tol=1e-10, max_iterations=5000)
         return out.f, out.g, out.cost, out.n_iters
 
     single = jax.jit(solve)(x, y)
@@ -43,7 +43,7 @@ def _problems(n_problems=8):
 
 
 def _cost(x, y):
-    return ot.sinkhorn(ot.pointcloud(x, y), epsilon=0.05, threshold=1e-6).cost
+    return ot.sinkhorn(ot.pointcloud(x, y), epsilon=0.05, tol=1e-6).cost
 
 
 def test_vmap_equals_loop_and_data_parallel(mesh8):

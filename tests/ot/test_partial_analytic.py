@@ -16,7 +16,7 @@ def test_partial_ot_matches_pot_exact(x64, mass):
     c = ((x[:, None] - y[None]) ** 2).sum(-1)
     a, b = np.ones(30) / 30, np.ones(40) / 40
     exact = pot.partial.partial_wasserstein(a, b, c, m=mass)
-    solve = jax.jit(lambda c: ot.partial_ot(c, a, b, mass=mass, epsilon=1e-3, threshold=1e-6,
+    solve = jax.jit(lambda c: ot.partial_ot(c, a, b, mass=mass, epsilon=1e-3, tol=1e-6,
                                             max_iterations=20000, epsilon_scaling=0.95))
     out = solve(c)
     np.testing.assert_allclose(out.mass, mass, rtol=1e-4)
@@ -34,7 +34,7 @@ def test_pseudo_labels_imbalanced_clusters(x64):
     log_probs = jax.nn.log_softmax(jnp.asarray(logits))
     for mass in (0.3, 1.0):
         out = jax.jit(lambda lp: ot.pseudo_labels(lp, mass=mass, epsilon=0.1, reg_kl=0.1,
-                                                  threshold=1e-8, max_iterations=5000))(log_probs)
+                                                  tol=1e-8, max_iterations=5000))(log_probs)
         assert bool(out.output.converged)
         np.testing.assert_allclose(jnp.sum(out.plan), mass, rtol=1e-6)
         np.testing.assert_allclose(out.plan.sum(1), out.weights / 100, rtol=1e-12)
@@ -44,7 +44,7 @@ def test_pseudo_labels_imbalanced_clusters(x64):
     # the KL pull is weak (reg_kl small): cluster sizes follow the data, not uniform
     assert float(out.cluster_mass[0]) > 0.45 and float(out.cluster_mass[2]) < 0.2
     # with a strong pull the clusters are pushed towards equal size
-    strong = ot.pseudo_labels(log_probs, mass=1.0, epsilon=0.1, reg_kl=100.0, threshold=1e-8)
+    strong = ot.pseudo_labels(log_probs, mass=1.0, epsilon=0.1, reg_kl=100.0, tol=1e-8)
     assert float(jnp.max(strong.cluster_mass) - jnp.min(strong.cluster_mass)) < 0.1
 
 

@@ -10,7 +10,7 @@ from scipy.stats import norm
 
 from jaxbayes import ot
 
-_STATIC = ("relative_epsilon", "threshold", "max_iterations", "min_iterations", "fixed_iterations",
+_STATIC = ("relative_epsilon", "tol", "max_iterations", "min_iterations", "fixed_iterations",
            "epsilon_scaling", "cg_iterations", "cg_ridge")
 # jit once per configuration: eager calls would compile the solver loop on every call.
 sinkhorn = jax.jit(ot.sinkhorn, static_argnames=_STATIC)
@@ -28,7 +28,7 @@ def test_eps_to_zero_matches_exact_assignment(x64):
     exact = c[rows, cols].mean()
     gaps = []
     for eps in (1e-1, 1e-2, 1e-3):
-        out = sinkhorn(ot.pointcloud(x, y), epsilon=eps, epsilon_scaling=0.9, threshold=1e-5,
+        out = sinkhorn(ot.pointcloud(x, y), epsilon=eps, epsilon_scaling=0.9, tol=1e-5,
                           max_iterations=20000)
         assert bool(out.converged)
         gaps.append(float(out.transport_cost) - exact)
@@ -44,7 +44,7 @@ def test_entropic_gaussians_closed_form_on_grid(x64, eps):
     a = norm.pdf(grid, 0.0, 1.0)
     b = norm.pdf(grid, 1.0, 2.0)
     out = sinkhorn(ot.pointcloud(grid[:, None]), a / a.sum(), b / b.sum(), epsilon=eps,
-                      relative_epsilon=False, threshold=1e-9, max_iterations=20000)
+                      relative_epsilon=False, tol=1e-9, max_iterations=20000)
     want = ot.analytic.entropic_ot_gaussians([0.0], [1.0], [1.0], [4.0], epsilon=eps)
     np.testing.assert_allclose(out.cost, want, rtol=1e-5)
     np.testing.assert_allclose(out.primal_cost, want, rtol=1e-5)
@@ -61,7 +61,7 @@ def test_balanced_matches_ott_and_marginals(x64):
     solver = ott_sinkhorn.Sinkhorn(threshold=1e-12, max_iterations=10000)
     ref = jax.jit(lambda x, y, a: solver(linear_problem.LinearProblem(ott_pc.PointCloud(x, y, epsilon=0.1), a,
                                                                       jnp.ones(25) / 25)))(x, y, a)
-    out = sinkhorn(ot.pointcloud(x, y), a, epsilon=0.1, relative_epsilon=False, threshold=1e-12,
+    out = sinkhorn(ot.pointcloud(x, y), a, epsilon=0.1, relative_epsilon=False, tol=1e-12,
                       max_iterations=10000)
     np.testing.assert_allclose(out.plan(), ref.matrix, atol=1e-10)
     np.testing.assert_allclose(out.cost, ref.reg_ot_cost, rtol=1e-9)
@@ -81,7 +81,7 @@ def test_unbalanced_vector_tau_matches_pot(x64, chunk):
     rho_a, rho_b = eps * 0.8 / 0.2, np.asarray(eps * tau_b / (1 - tau_b))
     c = np.asarray(ot.SqEuclidean().pairwise(x, y))
     out = sinkhorn(ot.pointcloud(x, y, chunk_size=chunk), a, b, epsilon=eps, relative_epsilon=False,
-                      tau_a=0.8, tau_b=tau_b, threshold=1e-12, max_iterations=10000)
+                      tau_a=0.8, tau_b=tau_b, tol=1e-12, max_iterations=10000)
     assert bool(out.converged)
     # POT's KL-reference unbalanced Sinkhorn (scalar reg_m per side): check per-coordinate tau by the
     # fixed-point equations instead, and scalar tau against POT.
@@ -89,7 +89,7 @@ def test_unbalanced_vector_tau_matches_pot(x64, chunk):
     np.testing.assert_allclose(rows, a * np.exp(-out.f / rho_a), rtol=1e-9)
     np.testing.assert_allclose(cols, b * np.exp(-out.g / rho_b), rtol=1e-9)
     scalar = sinkhorn(ot.pointcloud(x, y, chunk_size=chunk), a, b, epsilon=eps, relative_epsilon=False,
-                         tau_a=0.8, tau_b=0.6, threshold=1e-12, max_iterations=10000)
+                         tau_a=0.8, tau_b=0.6, tol=1e-12, max_iterations=10000)
     ref = pot.unbalanced.sinkhorn_unbalanced(np.asarray(a), np.asarray(b), c, eps, (rho_a, eps * 0.6 / 0.4),
                                              reg_type="kl", stopThr=1e-14, numItermax=100000)
     np.testing.assert_allclose(scalar.plan(), ref, atol=1e-12)
@@ -98,15 +98,15 @@ def test_unbalanced_vector_tau_matches_pot(x64, chunk):
 
 def test_vector_tau_of_ones_is_balanced(x64):
     x, y = _clouds()
-    one = sinkhorn(ot.pointcloud(x, y), tau_b=jnp.ones(25), threshold=1e-10)
-    bal = sinkhorn(ot.pointcloud(x, y), threshold=1e-10)
+    one = sinkhorn(ot.pointcloud(x, y), tau_b=jnp.ones(25), tol=1e-10)
+    bal = sinkhorn(ot.pointcloud(x, y), tol=1e-10)
     np.testing.assert_allclose(one.plan(), bal.plan(), atol=1e-10)
 
 
 def test_matrix_free_equals_dense(x64):
     x, y = _clouds(41, 37, d=3)
-    dense = sinkhorn(ot.pointcloud(x, y), threshold=1e-9)
-    free = sinkhorn(ot.pointcloud(x, y, chunk_size=8), threshold=1e-9)
+    dense = sinkhorn(ot.pointcloud(x, y), tol=1e-9)
+    free = sinkhorn(ot.pointcloud(x, y, chunk_size=8), tol=1e-9)
     assert not free.geom.is_matrix_free or free.geom.cost_matrix is None
     np.testing.assert_allclose(free.f, dense.f, atol=1e-10)
     np.testing.assert_allclose(free.g, dense.g, atol=1e-10)
@@ -121,7 +121,7 @@ def test_sqeuclidean_gradient_identity(x64):
     x, y = _clouds()
     a = jnp.linspace(1.0, 2.0, 30)
     a = a / a.sum()
-    kw = dict(epsilon=0.1, relative_epsilon=False, threshold=1e-11, max_iterations=10000)
+    kw = dict(epsilon=0.1, relative_epsilon=False, tol=1e-11, max_iterations=10000)
     grad = jax.jit(jax.grad(lambda x: sinkhorn(ot.pointcloud(x, y, chunk_size=8), a, **kw).cost))(x)
     out = sinkhorn(ot.pointcloud(x, y), a, **kw)
     np.testing.assert_allclose(grad, 2 * (a[:, None] * x - out.plan() @ y), atol=1e-9)
@@ -136,7 +136,7 @@ def test_implicit_gradients_match_finite_differences(x64, tau, chunk):
 
     def loss(x):
         out = sinkhorn(ot.pointcloud(x, y, chunk_size=chunk), epsilon=0.2, tau_a=tau, tau_b=tau,
-                          threshold=1e-12, max_iterations=10000, cg_ridge=1e-10)
+                          tol=1e-12, max_iterations=10000, cg_ridge=1e-10)
         return jnp.dot(out.f, w1) + jnp.dot(out.g, w2) + 10 * jnp.sum(out.apply(probe) ** 2) + out.cost
 
     d = jax.random.normal(jax.random.key(5), x.shape)
@@ -152,7 +152,7 @@ def test_cost_gradient_in_weights_and_epsilon(x64):
 
     def cost(a, eps):
         a = a / jnp.sum(a)
-        return sinkhorn(ot.pointcloud(x, y), a, b, epsilon=eps, threshold=1e-12, max_iterations=10000).cost
+        return sinkhorn(ot.pointcloud(x, y), a, b, epsilon=eps, tol=1e-12, max_iterations=10000).cost
 
     a0 = jnp.linspace(1.0, 2.0, 12)
     ga, ge = jax.jit(jax.grad(cost, argnums=(0, 1)))(a0, 0.3)
@@ -186,7 +186,7 @@ def test_dense_absorbed_kernel_small_epsilon_float32():
     x, y = _clouds(40, 40)
     a = jnp.ones(40).at[0].set(0.0) / 39
     b = jnp.ones(40) / 40
-    kw = dict(epsilon=0.005, threshold=1e-3, max_iterations=3000)
+    kw = dict(epsilon=0.005, tol=1e-3, max_iterations=3000)
     dense = sinkhorn(ot.pointcloud(x, y), a, b, **kw)
     free = sinkhorn(ot.pointcloud(x, y, chunk_size=16), a, b, **kw)
     assert bool(dense.converged) and bool(free.converged)
@@ -203,11 +203,11 @@ def test_dense_absorbed_kernel_small_epsilon_float32():
 
 def test_float32_agrees_with_float64():
     x, y = _clouds()
-    out32 = sinkhorn(ot.pointcloud(x, y), epsilon=0.05, threshold=1e-4)
+    out32 = sinkhorn(ot.pointcloud(x, y), epsilon=0.05, tol=1e-4)
     plan32 = out32.plan()
     with jax.enable_x64(True):
         out64 = sinkhorn(ot.pointcloud(jnp.asarray(x, jnp.float64), jnp.asarray(y, jnp.float64)),
-                         epsilon=0.05, threshold=1e-4)
+                         epsilon=0.05, tol=1e-4)
         plan64 = out64.plan()
     assert out32.cost.dtype == jnp.float32 and out64.cost.dtype == jnp.float64
     np.testing.assert_allclose(out32.cost, out64.cost, rtol=1e-5)
@@ -216,8 +216,8 @@ def test_float32_agrees_with_float64():
 
 def test_warm_start_and_fixed_iterations(x64):
     x, y = _clouds()
-    cold = sinkhorn(ot.pointcloud(x, y), epsilon=0.01, threshold=1e-8, max_iterations=5000)
-    warm = sinkhorn(ot.pointcloud(x, y), epsilon=0.01, threshold=1e-8, max_iterations=5000,
+    cold = sinkhorn(ot.pointcloud(x, y), epsilon=0.01, tol=1e-8, max_iterations=5000)
+    warm = sinkhorn(ot.pointcloud(x, y), epsilon=0.01, tol=1e-8, max_iterations=5000,
                        init=(cold.f, cold.g))
     assert int(warm.n_iters) <= 2 < int(cold.n_iters)
     np.testing.assert_allclose(warm.cost, cold.cost, rtol=1e-10)
@@ -229,8 +229,8 @@ def test_warm_start_and_fixed_iterations(x64):
 
 def test_epsilon_scaling_converges_where_plain_is_slow(x64):
     x, y = _clouds()
-    plain = sinkhorn(ot.pointcloud(x, y), epsilon=3e-3, threshold=1e-4, max_iterations=800)
-    scaled = sinkhorn(ot.pointcloud(x, y), epsilon=3e-3, threshold=1e-4, max_iterations=800,
+    plain = sinkhorn(ot.pointcloud(x, y), epsilon=3e-3, tol=1e-4, max_iterations=800)
+    scaled = sinkhorn(ot.pointcloud(x, y), epsilon=3e-3, tol=1e-4, max_iterations=800,
                       epsilon_scaling=0.8)
     assert not bool(plain.converged) and bool(scaled.converged)
 
@@ -255,23 +255,23 @@ def test_costs_and_ott_interop(x64):
     np.testing.assert_allclose(ot.Cosine().pairwise(x, y), cosine, atol=1e-12)
     user = ot.pointcloud(x, y, cost=lambda u, v: jnp.sum(jnp.abs(u - v)))
     np.testing.assert_allclose(user.cost.pairwise(x, y), np.abs(diff).sum(-1), rtol=1e-12)
-    mine = sinkhorn(ot.pointcloud(x, y, cost="euclidean"), threshold=1e-10)
-    via_ott_cost = sinkhorn(ot.pointcloud(x, y, cost=ott_costs.Euclidean()), threshold=1e-10)
-    via_ott_geom = ot.sinkhorn(ott_pc.PointCloud(x, y, cost_fn=ott_costs.Euclidean()), threshold=1e-10)
-    via_matrix = sinkhorn(dist, threshold=1e-10)
+    mine = sinkhorn(ot.pointcloud(x, y, cost="euclidean"), tol=1e-10)
+    via_ott_cost = sinkhorn(ot.pointcloud(x, y, cost=ott_costs.Euclidean()), tol=1e-10)
+    via_ott_geom = ot.sinkhorn(ott_pc.PointCloud(x, y, cost_fn=ott_costs.Euclidean()), tol=1e-10)
+    via_matrix = sinkhorn(dist, tol=1e-10)
     for other in (via_ott_cost, via_ott_geom, via_matrix):
         np.testing.assert_allclose(other.cost, mine.cost, rtol=1e-9)
 
 
 def test_sinkhorn_divergence(x64):
     x, y = _clouds(20, 20)
-    divergence = jax.jit(ot.sinkhorn_divergence, static_argnames=("threshold", "chunk_size"))
-    same = divergence(x, x, threshold=1e-9)
-    diff = divergence(x, y, threshold=1e-9, chunk_size=8)
+    divergence = jax.jit(ot.sinkhorn_divergence, static_argnames=("tol", "chunk_size"))
+    same = divergence(x, x, tol=1e-9)
+    diff = divergence(x, y, tol=1e-9, chunk_size=8)
     assert abs(float(same.divergence)) < 1e-9
     assert float(diff.divergence) > 0.1 and bool(diff.converged)
     # debiasing: unlike OT_eps, S_eps(x, x + t) -> 0 as t -> 0, and grows with the shift
-    shifts = [float(divergence(x, x + t, threshold=1e-9).divergence) for t in (0.1, 0.5, 1.0)]
+    shifts = [float(divergence(x, x + t, tol=1e-9).divergence) for t in (0.1, 0.5, 1.0)]
     assert 0 < shifts[0] < shifts[1] < shifts[2]
-    grad = jax.jit(jax.grad(lambda y: ot.sinkhorn_divergence(x, y, threshold=1e-9).divergence))(y)
+    grad = jax.jit(jax.grad(lambda y: ot.sinkhorn_divergence(x, y, tol=1e-9).divergence))(y)
     assert np.all(np.isfinite(grad))
