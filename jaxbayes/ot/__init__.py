@@ -29,15 +29,15 @@ from jaxbayes.ot._partial import progressive_partial_ot as progressive_partial_o
 from jaxbayes.ot._partial import pseudo_labels as pseudo_labels
 from jaxbayes.ot._problem import Problem as Problem
 from jaxbayes.ot._problem import as_problem as as_problem
+from jaxbayes.ot._projections import sparse_simplex_projection as sparse_simplex_projection
+from jaxbayes.ot._projections import top_k as top_k
+from jaxbayes.ot._projections import top_k_positive as top_k_positive
 from jaxbayes.ot._sinkhorn import SinkhornOutput as SinkhornOutput
 from jaxbayes.ot._sinkhorn import sinkhorn as sinkhorn
 from jaxbayes.ot._sliced import sliced_wasserstein as sliced_wasserstein
 from jaxbayes.ot._sparse import SparseOTOutput as SparseOTOutput
 from jaxbayes.ot._sparse import quadratic_ot as quadratic_ot
 from jaxbayes.ot._sparse import sparse_ot as sparse_ot
-from jaxbayes.ot._sparse import sparse_simplex_projection as sparse_simplex_projection
-from jaxbayes.ot._sparse import top_k as top_k
-from jaxbayes.ot._sparse import top_k_positive as top_k_positive
 
 __all__ = [
     "Cosine",

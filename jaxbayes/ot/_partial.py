@@ -26,29 +26,42 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbayes._checks import check_choice, check_ndim, concrete_value
-from jaxbayes.ot._geometry import as_geometry
+from jaxbayes.ot._problem import Problem, as_problem
 from jaxbayes.ot._sinkhorn import SinkhornOutput, sinkhorn
 from jaxbayes.typing import Array, ArrayLike
+from jaxbayes.typing import Geometry as GeometryLike
 
 
 class PartialOTOutput(NamedTuple):
     """Result of :func:`partial_ot`.
 
     Attributes:
-      plan: the ``(n, m)`` partial plan (row sums <= a, column sums <= b, total ~ ``mass``).
-      cost: :math:`\\langle P, C\\rangle` of the partial plan.
-      mass: mass transported by ``plan``.
+      f, g: potentials of the real points (the first ``n`` / ``m`` of the extended problem's).
+      cost: the regularised objective (the entropic OT value of the extended problem, see ``output.cost``).
+      transport_cost: :math:`\\langle P, C\\rangle` of the partial plan.
+      mass: mass transported by the plan.
+      converged, n_iters, error: those of the extended solve.
       output: the :class:`SinkhornOutput` of the extended ``(n + 1, m + 1)`` problem.
     """
 
-    plan: Array
+    f: Array
+    g: Array
     cost: Array
+    transport_cost: Array
     mass: Array
+    converged: Array
+    n_iters: Array
+    error: Array
     output: SinkhornOutput
+
+    def plan(self) -> Array:
+        """The ``(n, m)`` partial plan (row sums <= a, column sums <= b, total ~ ``mass``)."""
+        n, m = self.f.shape[0], self.g.shape[0]
+        return self.output.plan()[:n, :m]
 
 
 def partial_ot(
-    geom: Any,
+    geom: GeometryLike | Problem | ArrayLike,
     a: ArrayLike | None = None,
     b: ArrayLike | None = None,
     *,
@@ -60,7 +73,7 @@ def partial_ot(
     """Entropic partial optimal transport of ``mass`` units between ``a`` and ``b`` (dense).
 
     Args:
-      geom: geometry or cost matrix (materialised: the extended problem is dense).
+      geom: geometry, cost matrix or :class:`Problem` (materialised: the extended problem is dense).
       a, b: weights (default uniform, mass 1 each).
       mass: mass to transport, in ``(0, min(sum a, sum b)]``.
       epsilon: regularisation (relative to the mean of the original cost matrix by default).
@@ -74,13 +87,13 @@ def partial_ot(
       >>> import jax.numpy as jnp
       >>> c = jnp.array([[0.0, 5.0], [5.0, 5.0]])
       >>> out = partial_ot(c, mass=0.5, epsilon=1e-3)
-      >>> [round(v, 3) for v in out.plan.ravel().tolist()]
+      >>> [round(v, 3) for v in out.plan().ravel().tolist()]
       [0.5, 0.0, 0.0, 0.0]
     """
-    c = as_geometry(geom).materialize().cost_matrix
+    prob = as_problem(geom, a, b, equal_mass=False)
+    a, b = prob.a, prob.b
+    c = prob.geom.materialize().cost_matrix
     n, m = c.shape
-    a = jnp.full((n,), 1.0 / n, c.dtype) if a is None else jnp.asarray(a, c.dtype)
-    b = jnp.full((m,), 1.0 / m, c.dtype) if b is None else jnp.asarray(b, c.dtype)
     s = jnp.asarray(mass, c.dtype)
     sv, av, bv = concrete_value(s), concrete_value(a), concrete_value(b)
     if sv is not None and av is not None and bv is not None:
@@ -94,7 +107,8 @@ def partial_ot(
     b_ext = jnp.concatenate([b, jnp.maximum(jnp.sum(a) - s, 0.0)[None]])
     out = sinkhorn(c_ext, a_ext, b_ext, epsilon=eps, relative_epsilon=False, **sinkhorn_kwargs)
     plan = out.plan()[:n, :m]
-    return PartialOTOutput(plan, jnp.sum(plan * c), jnp.sum(plan), out)
+    return PartialOTOutput(out.f[:n], out.g[:m], out.cost, jnp.sum(plan * c), jnp.sum(plan), out.converged,
+                           out.n_iters, out.error, out)
 
 
 def mass_schedule(step: ArrayLike, total_steps: int, *, start: float = 0.1, end: float = 1.0,

@@ -34,137 +34,62 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from jaxbayes._checks import (
-    check_choice,
-    check_finite,
-    check_int_range,
-    check_ndim,
-    check_positive,
-    concrete_value,
-)
+from jaxbayes._checks import check_choice, check_finite, check_int_range, check_positive
+from jaxbayes._implicit import LinearSolve, root_solve
 from jaxbayes.ot._geometry import as_geometry
+from jaxbayes.ot._minimize import minimize
+from jaxbayes.ot._problem import Problem, as_problem
+from jaxbayes.ot._projections import SMALL_K, scatter_last, simplex_sorted, top_k, top_k_positive
+from jaxbayes.ot._renamed_fields import renamed_field
 from jaxbayes.typing import Array, ArrayLike
+from jaxbayes.typing import Geometry as GeometryLike
 
 
 class SparseOTOutput(NamedTuple):
     """Result of :func:`sparse_ot`.
 
     Attributes:
-      plan: ``(n, m)`` plan with at most ``k`` non-zeros per column (``sparsity="column"``) or row.
-      alpha, beta: dual potentials (semi-dual: ``beta`` is the column multiplier recovered from the
-        projection thresholds).
-      dual_cost: the dual (or semi-dual) objective, a lower bound of the regularised OT value; it is
-        differentiated by the envelope theorem.
+      f, g: dual potentials of the rows and columns (semi-dual: ``g`` is the column multiplier recovered from
+        the projection thresholds).
+      cost: the regularised OT value, as the dual (or semi-dual) objective at the returned potentials (a lower
+        bound; differentiated by the envelope theorem).
       primal_cost: :math:`\\langle T, C\\rangle + \\frac{\\gamma}{2}\\|T\\|^2` of the recovered plan.
       transport_cost: :math:`\\langle T, C\\rangle`.
-      marginal_error_a, marginal_error_b: :math:`\\|T\\mathbf 1 - a\\|_1`, :math:`\\|T^\\top\\mathbf 1 - b\\|_1`.
-      grad_norm: final L1 norm of the gradient of the objective (the stopping criterion).
-      converged: ``grad_norm <= tol``.
+      marginal_error_a, marginal_error_b: :math:`\\|T\\mathbf 1 - a\\|_1`,
+        :math:`\\|T^\\top\\mathbf 1 - b\\|_1`.
+      error: final L1 norm of the gradient of the objective (the quantity the stopping rule compares to ``tol``).
+      converged: ``error <= tol``.
       stalled: L-BFGS stopped making progress (relative objective change below 100 machine epsilons for
         10 iterations). With ``k`` below the natural support the optimum sits on a kink of the top-k dual,
         where the gradient (the marginal violation) need not vanish, so this is the normal way to stop there;
         in float32 with small ``gamma`` it can also mean lost precision (use float64).
       n_iters: optimiser iterations.
+      plan_matrix: the ``(n, m)`` plan (also :meth:`plan`), at most ``k`` non-zeros per column
+        (``sparsity="column"``) or row.
     """
 
-    plan: Array
-    alpha: Array
-    beta: Array
-    dual_cost: Array
+    f: Array
+    g: Array
+    cost: Array
     primal_cost: Array
     transport_cost: Array
     marginal_error_a: Array
     marginal_error_b: Array
-    grad_norm: Array
+    error: Array
     converged: Array
     stalled: Array
     n_iters: Array
+    plan_matrix: Array
 
+    def plan(self) -> Array:
+        """The ``(n, m)`` sparse plan."""
+        return self.plan_matrix
 
-def top_k_positive(s: ArrayLike, k: int) -> tuple[Array, Array]:
-    """Values of ``top_k([s]_+)`` along the last axis (``(..., k)``, sorted) and their indices."""
-    s = jnp.asarray(s)
-    if k >= s.shape[-1]:
-        return jnp.maximum(s, 0.0), jnp.broadcast_to(jnp.arange(s.shape[-1]), s.shape)
-    vals, idx = top_k(s, k)
-    return jnp.maximum(vals, 0.0), idx
-
-
-_SMALL_K = 16
-
-
-def top_k(s: ArrayLike, k: int) -> tuple[Array, Array]:
-    """The ``k`` largest entries along the last axis, sorted descending, and their indices.
-
-    ``k <= 16``: ``k`` arg-max passes (first index wins ties); larger ``k``: ``jax.lax.top_k``. The values
-    are gathered from ``s``, so gradients flow to the selected entries.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> [v.tolist() for v in top_k(jnp.array([0.1, 0.7, 0.3]), 2)]
-      [[0.699999988079071, 0.30000001192092896], [1, 2]]
-    """
-    s = jnp.asarray(s)
-    if k > _SMALL_K:
-        _, idx = jax.lax.top_k(jax.lax.stop_gradient(s), k)
-        return jnp.take_along_axis(s, idx, axis=-1), idx
-    masked = jax.lax.stop_gradient(s)
-    positions = jnp.arange(s.shape[-1])
-    picks = []
-    for _ in range(k):
-        i = jnp.argmax(masked, axis=-1)
-        picks.append(i)
-        masked = jnp.where(positions == i[..., None], -jnp.inf, masked)
-    idx = jnp.stack(picks, axis=-1)
-    return jnp.take_along_axis(s, idx, axis=-1), idx
-
-
-def _simplex_sorted(v: Array, radius: Array) -> tuple[Array, Array]:
-    """Project rows of ``v`` (sorted descending along the last axis) onto ``{u >= 0, sum u = radius}``.
-
-    Returns the projection (same order) and the threshold ``theta`` with ``u = [v - theta]_+``.
-    """
-    k = v.shape[-1]
-    css = jnp.cumsum(v, axis=-1) - radius[..., None]
-    ind = jnp.arange(1, k + 1, dtype=v.dtype)
-    support = (v - css / ind) > 0
-    rho = jnp.sum(support, axis=-1, keepdims=True)
-    theta = jnp.take_along_axis(css, rho - 1, axis=-1) / rho.astype(v.dtype)
-    return jnp.maximum(v - theta, 0.0), theta[..., 0]
-
-
-def sparse_simplex_projection(x: ArrayLike, k: int, *, radius: ArrayLike = 1.0) -> Array:
-    """Euclidean projection of each row of ``x`` onto the k-sparse simplex
-    ``{u >= 0, sum u = radius, ||u||_0 <= k}``: the top-``k`` entries projected onto the simplex.
-
-    Differentiable (almost everywhere) and ``vmap``-able.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> [round(v, 3) for v in sparse_simplex_projection(jnp.array([0.5, 0.3, 0.2]), 2).tolist()]
-      [0.6, 0.4, 0.0]
-    """
-    x = jnp.asarray(x)
-    n = x.shape[-1]
-    check_int_range("k", k, 1, n)
-    r = jnp.broadcast_to(jnp.asarray(radius, x.dtype), x.shape[:-1])
-    if k >= n:
-        order = jnp.argsort(-x, axis=-1)
-        vals = jnp.take_along_axis(x, order, axis=-1)
-    else:
-        vals, order = top_k(x, k)
-    proj, _ = _simplex_sorted(vals, r)
-    return _scatter_last(proj, order, n)
-
-
-def _scatter_last(vals: Array, idx: Array, n: int) -> Array:
-    """Put ``vals[..., r]`` at position ``idx[..., r]`` of zero rows of length ``n`` (differentiable)."""
-    flat_v = vals.reshape(-1, vals.shape[-1])
-    flat_i = idx.reshape(-1, idx.shape[-1])
-    out = jax.vmap(lambda v, i: jnp.zeros((n,), vals.dtype).at[i].set(v))(flat_v, flat_i)
-    return out.reshape(*vals.shape[:-1], n)
+    alpha = renamed_field("alpha", "f")
+    beta = renamed_field("beta", "g")
+    dual_cost = renamed_field("dual_cost", "cost")
+    grad_norm = renamed_field("grad_norm", "error")
 
 
 # ------------------------------------------------------------------ objectives (to be MINIMISED)
@@ -196,7 +121,7 @@ def _top_k_threshold(s: Array, k: int) -> tuple[Array, Array]:
     n = s.shape[1]
     if k >= n:
         return jnp.full(s.shape[:1] + (1,), -jnp.inf, s.dtype), jnp.ones(s.shape[:1] + (1,), s.dtype)
-    if k > _SMALL_K:
+    if k > SMALL_K:
         tau = jax.lax.top_k(s, k)[0][:, -1:]
         above, ge = jnp.sum(s > tau, axis=1, keepdims=True), jnp.sum(s >= tau, axis=1, keepdims=True)
     else:
@@ -270,7 +195,7 @@ def _dual_plan(params, c, gamma, k):
     alpha, beta = params
     s = (alpha[:, None] + beta[None, :] - c).T
     vals, idx = top_k_positive(s, k)
-    return _scatter_last(vals / gamma, idx, c.shape[0]).T
+    return scatter_last(vals / gamma, idx, c.shape[0]).T
 
 
 def _semi_dual_parts(alpha, c, b, gamma, k):
@@ -282,7 +207,7 @@ def _semi_dual_parts(alpha, c, b, gamma, k):
         vals = jnp.take_along_axis(scaled, order, axis=-1)
     else:
         vals, order = top_k(scaled, k)
-    u, theta = _simplex_sorted(vals, jnp.ones(b.shape, c.dtype))
+    u, theta = simplex_sorted(vals, jnp.ones(b.shape, c.dtype))
     xs = jnp.take_along_axis(x, order, axis=-1)
     val = jnp.sum(xs * u, axis=-1) - 0.5 * gamma * b * jnp.sum(u * u, axis=-1)
     return val, u, order, theta
@@ -295,53 +220,12 @@ def _neg_semi_dual(alpha, c, a, b, gamma, k):
 
 def _semi_dual_plan(alpha, c, b, gamma, k):
     _, u, order, theta = _semi_dual_parts(alpha, c, b, gamma, k)
-    plan = _scatter_last(u * b[:, None], order, c.shape[0]).T
+    plan = scatter_last(u * b[:, None], order, c.shape[0]).T
     return plan, -theta * b * gamma
 
 
-def _l1(tree):
-    return sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(tree))
-
-
-def _minimize(fun, x0, *, method, max_iterations, tol, learning_rate):
-    """Minimise ``fun`` from ``x0`` with optax inside a while loop; returns (x, (n_iters, grad L1 norm))."""
-    if method == "lbfgs":
-        opt = optax.lbfgs()
-        vg = optax.value_and_grad_from_state(fun)
-    else:
-        opt = optax.adam(learning_rate)
-        vg = lambda p, state: jax.value_and_grad(fun)(p)
-
-    dtype = jax.tree.leaves(x0)[0].dtype
-    ftol = 100 * jnp.finfo(dtype).eps
-
-    def cond(carry):
-        _, _, it, gn, stalls = carry
-        return (it < max_iterations) & (gn > tol) & (stalls < 10)
-
-    def body(carry):
-        x, state, it, _, stalls = carry
-        value, grad = vg(x, state=state)
-        if method == "lbfgs":
-            updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=fun)
-        else:
-            updates, state = opt.update(grad, state, x)
-        new = optax.apply_updates(x, updates)
-        # stall test: at kinks of the top-k dual the gradient need not vanish (marginals stay violated).
-        if method == "lbfgs":
-            new_value = optax.tree_utils.tree_get(state, "value")  # from the line search, no extra call
-            stalled = jnp.abs(new_value - value) <= ftol * (1.0 + jnp.abs(value))
-            stalls = jnp.where(stalled, stalls + 1, 0)
-        return new, state, it + 1, _l1(grad), stalls
-
-    zero = jnp.asarray(0, jnp.int32)
-    init = (x0, opt.init(x0), zero, jnp.asarray(jnp.inf, dtype), zero)
-    x, _, it, _, stalls = jax.lax.while_loop(cond, body, init)
-    return x, (it, _l1(jax.grad(fun)(x)), stalls >= 10)
-
-
 def sparse_ot(
-    geom: Any,
+    geom: GeometryLike | Problem | ArrayLike,
     a: ArrayLike | None = None,
     b: ArrayLike | None = None,
     *,
@@ -359,7 +243,8 @@ def sparse_ot(
     """Sparsity-constrained (``k < n``) or quadratically regularised (``k = n``) optimal transport.
 
     Args:
-      geom: a cost matrix ``(n, m)`` or any geometry accepted by :func:`jaxbayes.ot.sinkhorn` (dense).
+      geom: a cost matrix ``(n, m)``, any geometry accepted by :func:`jaxbayes.ot.sinkhorn` (dense), or a
+        balanced :class:`Problem`.
       a, b: marginals (default uniform). Balanced: same total mass.
       k: maximum number of non-zeros per column (or per row), in ``[1, n]`` (``[1, m]`` for rows).
       gamma: quadratic regularisation :math:`\\gamma > 0` (absolute, in cost units per unit mass^2).
@@ -383,10 +268,12 @@ def sparse_ot(
       >>> import jax.numpy as jnp
       >>> c = jnp.array([[0.0, 1.0, 1.0], [1.0, 0.0, 1.0], [1.0, 1.0, 0.0]])
       >>> out = sparse_ot(c, k=1, gamma=0.01)
-      >>> (out.plan > 1e-6).sum(axis=0).tolist(), round(float(out.transport_cost), 4)
+      >>> (out.plan() > 1e-6).sum(axis=0).tolist(), round(float(out.transport_cost), 4)
       ([1, 1, 1], 0.0)
     """
-    c = as_geometry(geom).materialize().cost_matrix
+    prob = as_problem(geom, a, b, equal_mass=True)
+    a, b = prob.a, prob.b
+    c = prob.geom.materialize().cost_matrix
     check_finite("cost matrix", c)
     check_choice("sparsity", sparsity, ("column", "row"))
     check_choice("formulation", formulation, ("dual", "semi_dual"))
@@ -395,22 +282,11 @@ def sparse_ot(
     check_int_range("max_iterations", max_iterations, 1)
     check_int_range("cg_iterations", cg_iterations, 1)
     n, m = c.shape
-    a = jnp.full((n,), 1.0 / n, c.dtype) if a is None else jnp.asarray(a, c.dtype)
-    b = jnp.full((m,), 1.0 / m, c.dtype) if b is None else jnp.asarray(b, c.dtype)
-    for name, w, size in (("a", a, n), ("b", b, m)):
-        check_ndim(name, w, 1)
-        if w.shape[0] != size:
-            raise ValueError(f"{name} must have shape ({size},) to match the cost matrix {c.shape}, got {w.shape}")
-        check_finite(name, w)
-        check_positive(name, w, strict=False)
-    va, vb = concrete_value(a), concrete_value(b)
-    if va is not None and vb is not None and abs(va.sum() - vb.sum()) > 1e-4 * max(va.sum(), vb.sum()):
-        raise ValueError(f"a and b must have the same total mass, got {va.sum():.6g} and {vb.sum():.6g}")
     if sparsity == "row":
         check_int_range("k", k, 1, m)
         out = _solve_column(c.T, b, a, k, gamma, formulation, method, max_iterations, tol, learning_rate,
                             cg_iterations, cg_ridge)
-        return out._replace(plan=out.plan.T, alpha=out.beta, beta=out.alpha,
+        return out._replace(plan_matrix=out.plan_matrix.T, f=out.g, g=out.f,
                             marginal_error_a=out.marginal_error_b, marginal_error_b=out.marginal_error_a)
     check_int_range("k", k, 1, n)
     return _solve_column(c, a, b, k, gamma, formulation, method, max_iterations, tol, learning_rate,
@@ -441,11 +317,11 @@ def _solve_column(c, a, b, k, gamma, formulation, method, max_iterations, tol, l
         alpha = params
     transport = jnp.sum(plan * c)
     return SparseOTOutput(
-        plan=plan, alpha=alpha, beta=beta, dual_cost=dual_cost,
+        plan_matrix=plan, f=alpha, g=beta, cost=dual_cost,
         primal_cost=transport + 0.5 * gamma * jnp.sum(plan**2), transport_cost=transport,
         marginal_error_a=jnp.sum(jnp.abs(jnp.sum(plan, 1) - a)),
         marginal_error_b=jnp.sum(jnp.abs(jnp.sum(plan, 0) - b)),
-        grad_norm=grad_norm, converged=grad_norm <= tol, stalled=stalled, n_iters=n_iters)
+        error=grad_norm, converged=grad_norm <= tol, stalled=stalled, n_iters=n_iters)
 
 
 class _ArgminConfig(NamedTuple):
@@ -459,54 +335,34 @@ class _ArgminConfig(NamedTuple):
     cg_ridge: float
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _argmin(cfg, theta, x0):
-    theta = jax.lax.stop_gradient(theta)
+def _solve_argmin(cfg: _ArgminConfig, theta, x0):
     fun = lambda p: cfg.objective(p, *theta)
     if cfg.fast_dual_k is not None:  # value and gradient by the blocked pass (same function)
         c, a, b, gamma = theta
         c_t = _cost_blocks(c)
         fun = lambda p: _fast_neg_dual(p, c_t, a, b, gamma, cfg.fast_dual_k)
-    x, (it, gn, stalled) = _minimize(fun, x0, method=cfg.method, max_iterations=cfg.max_iterations,
-                                     tol=cfg.tol, learning_rate=cfg.learning_rate)
+    x, (it, gn, stalled) = minimize(fun, x0, method=cfg.method, max_iterations=cfg.max_iterations,
+                                    tol=cfg.tol, learning_rate=cfg.learning_rate)
     return x, it.astype(jnp.int32), gn, stalled
 
 
-def _argmin_fwd(cfg, theta, x0):
-    out = _argmin(cfg, theta, x0)
-    return out, (theta, out[0])
+# Implicit function theorem on grad_p F(p*, theta) = 0 (CG on the PSD Hessian of the minimised objective, plus
+# a ridge for the gauge and flat directions), never unrolled.
+_argmin = root_solve(_solve_argmin, lambda cfg: (lambda th, p: jax.grad(cfg.objective)(p, *th)),
+                     lambda cfg: LinearSolve(cfg.cg_iterations, cfg.cg_ridge))
 
 
-def _argmin_bwd(cfg, res, cts):
-    """Implicit function theorem on grad_p F(p*, theta) = 0: lambda = H^{-1} v (CG on the PSD Hessian of
-    the minimised objective, plus a ridge for the gauge and flat directions), then -lambda^T d(grad)/d theta."""
-    theta, p = res
-    v = cts[0]
-    grad_p = lambda pp, th: jax.grad(cfg.objective)(pp, *th)
-
-    def hvp(u):
-        hu = jax.jvp(lambda pp: grad_p(pp, theta), (p,), (u,))[1]
-        return jax.tree.map(lambda h, uu: h + cfg.cg_ridge * uu, hu, u)
-
-    lam, _ = jax.scipy.sparse.linalg.cg(hvp, v, maxiter=cfg.cg_iterations)
-    _, vjp_theta = jax.vjp(lambda th: grad_p(p, th), theta)
-    (g_theta,) = vjp_theta(jax.tree.map(jnp.negative, lam))
-    return g_theta, jax.tree.map(jnp.zeros_like, p)
-
-
-_argmin.defvjp(_argmin_fwd, _argmin_bwd)
-
-
-def quadratic_ot(geom: Any, a: ArrayLike | None = None, b: ArrayLike | None = None, *,
+def quadratic_ot(geom: GeometryLike | Problem | ArrayLike, a: ArrayLike | None = None, b: ArrayLike | None = None, *,
                  gamma: ArrayLike = 1.0, **kwargs: Any) -> SparseOTOutput:
     """Quadratically regularised OT (Blondel, Seguy, Rolet 2018): :func:`sparse_ot` with ``k = n``.
 
     Example:
       >>> import jax.numpy as jnp
       >>> out = quadratic_ot(jnp.array([[0.0, 1.0], [1.0, 0.0]]), gamma=0.1)
-      >>> out.plan.round(3).tolist()
+      >>> out.plan().round(3).tolist()
       [[0.5, 0.0], [0.0, 0.5]]
     """
-    n = as_geometry(geom).shape[0] if kwargs.get("sparsity", "column") == "column" else as_geometry(geom).shape[1]
+    shape = geom.shape if isinstance(geom, Problem) else as_geometry(geom).shape
+    n = shape[0] if kwargs.get("sparsity", "column") == "column" else shape[1]
     return sparse_ot(geom, a, b, k=int(n), gamma=gamma, **kwargs)
 

@@ -20,8 +20,8 @@ def test_partial_ot_matches_pot_exact(x64, mass):
                                             max_iterations=20000, epsilon_scaling=0.95))
     out = solve(c)
     np.testing.assert_allclose(out.mass, mass, rtol=1e-4)
-    np.testing.assert_allclose(out.cost, (exact * c).sum(), rtol=5e-3)
-    plan = np.asarray(out.plan)
+    np.testing.assert_allclose(out.transport_cost, (exact * c).sum(), rtol=5e-3)
+    plan = np.asarray(out.plan())
     assert np.all(plan.sum(1) <= a * (1 + 1e-4)) and np.all(plan.sum(0) <= b * (1 + 1e-4))
 
 
