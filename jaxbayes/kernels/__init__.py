@@ -25,19 +25,14 @@ from jaxbayes.kernels._elementwise import LeakyReLU as LeakyReLU
 from jaxbayes.kernels._elementwise import Rbf as Rbf
 from jaxbayes.kernels._elementwise import ReLU as ReLU
 from jaxbayes.kernels._elementwise import Sin as Sin
-from jaxbayes.kernels._gp import CGResult as CGResult
-from jaxbayes.kernels._gp import CholeskyResult as CholeskyResult
 from jaxbayes.kernels._gp import FitResult as FitResult
-from jaxbayes.kernels._gp import GPConditioned as GPConditioned
 from jaxbayes.kernels._gp import GPPosterior as GPPosterior
-from jaxbayes.kernels._gp import cg_solve as cg_solve
 from jaxbayes.kernels._gp import fit_hyperparameters as fit_hyperparameters
 from jaxbayes.kernels._gp import gp_condition as gp_condition
 from jaxbayes.kernels._gp import gp_posterior as gp_posterior
 from jaxbayes.kernels._gp import gp_predict as gp_predict
 from jaxbayes.kernels._gp import gp_predict_batched as gp_predict_batched
 from jaxbayes.kernels._gp import infinite_ensemble_posterior as infinite_ensemble_posterior
-from jaxbayes.kernels._gp import jittered_cholesky as jittered_cholesky
 from jaxbayes.kernels._gp import log_marginal_likelihood as log_marginal_likelihood
 from jaxbayes.kernels._gram import KernelMatrices as KernelMatrices
 from jaxbayes.kernels._gram import gram as gram
@@ -45,6 +40,16 @@ from jaxbayes.kernels._kernel import Kernel as Kernel
 from jaxbayes.kernels._kernel import Layer as Layer
 from jaxbayes.kernels._kernel import gram_kernel as gram_kernel
 from jaxbayes.kernels._kernel import input_kernel as input_kernel
+from jaxbayes.kernels._laplace_classification import LaplaceMulticlass as LaplaceMulticlass
+from jaxbayes.kernels._laplace_classification import StudentTClassification as StudentTClassification
+from jaxbayes.kernels._laplace_classification import laplace_binary as laplace_binary
+from jaxbayes.kernels._laplace_classification import laplace_multiclass as laplace_multiclass
+from jaxbayes.kernels._laplace_classification import student_t_classify as student_t_classify
+from jaxbayes.kernels._laplace_classification import student_t_classify_multiclass as student_t_classify_multiclass
+from jaxbayes.kernels._linalg import CGResult as CGResult
+from jaxbayes.kernels._linalg import CholeskyResult as CholeskyResult
+from jaxbayes.kernels._linalg import cg_solve as cg_solve
+from jaxbayes.kernels._linalg import jittered_cholesky as jittered_cholesky
 from jaxbayes.kernels._linear import Conv as Conv
 from jaxbayes.kernels._linear import Dense as Dense
 from jaxbayes.kernels._linear import Flatten as Flatten
@@ -55,31 +60,28 @@ from jaxbayes.kernels._math import safe_sqrt as safe_sqrt
 from jaxbayes.kernels._monte_carlo import MonteCarloKernel as MonteCarloKernel
 from jaxbayes.kernels._monte_carlo import empirical_ntk as empirical_ntk
 from jaxbayes.kernels._monte_carlo import monte_carlo_kernel as monte_carlo_kernel
-from jaxbayes.kernels._student_t import LaplaceMulticlass as LaplaceMulticlass
+from jaxbayes.kernels._solvers import CG as CG
+from jaxbayes.kernels._solvers import Cholesky as Cholesky
+from jaxbayes.kernels._solvers import GPConditioned as GPConditioned
+from jaxbayes.kernels._solvers import GPSolver as GPSolver
+from jaxbayes.kernels._solvers import as_solver as as_solver
 from jaxbayes.kernels._student_t import ScaleMixturePosterior as ScaleMixturePosterior
-from jaxbayes.kernels._student_t import StudentTClassification as StudentTClassification
 from jaxbayes.kernels._student_t import StudentTPosterior as StudentTPosterior
 from jaxbayes.kernels._student_t import fit_student_t as fit_student_t
-from jaxbayes.kernels._student_t import laplace_binary as laplace_binary
-from jaxbayes.kernels._student_t import laplace_multiclass as laplace_multiclass
 from jaxbayes.kernels._student_t import scale_mixture_posterior as scale_mixture_posterior
-from jaxbayes.kernels._student_t import student_t_classify as student_t_classify
-from jaxbayes.kernels._student_t import student_t_classify_multiclass as student_t_classify_multiclass
 from jaxbayes.kernels._student_t import student_t_log_marginal_likelihood as student_t_log_marginal_likelihood
 from jaxbayes.kernels._student_t import student_t_posterior as student_t_posterior
 from jaxbayes.kernels._student_t import student_t_predictive_logpdf as student_t_predictive_logpdf
 
 __all__ = [
-    "LaplaceMulticlass", "StudentTClassification", "laplace_binary", "laplace_multiclass", "student_t_classify",
-    "student_t_classify_multiclass",
-    "ABReLU", "Abs", "CGResult", "CholeskyResult", "Conv", "Cos", "DKM", "DKMInfo", "DKMParams",
-    "DKMPrediction", "DKMState", "Dense", "Erf", "Exp", "FanInSum", "FanOut", "FitResult", "Flatten",
-    "GELU", "GPConditioned", "GPPosterior", "GlobalAvgPool", "Identity", "Kernel", "KernelMatrices",
-    "Layer", "LeakyReLU", "MonteCarloKernel", "Rbf", "ReLU", "ScaleMixturePosterior", "Sin",
-    "StudentTPosterior", "cg_solve", "dkm", "dkm_layers", "empirical_ntk", "fit_hyperparameters",
-    "fit_student_t", "gp_condition", "gp_posterior", "gp_predict", "gp_predict_batched", "gram",
-    "gram_kernel", "infinite_ensemble_posterior", "input_kernel", "jittered_cholesky",
-    "log_marginal_likelihood", "monte_carlo_kernel", "parallel", "safe_arccos", "safe_sqrt",
-    "scale_mixture_posterior", "serial", "student_t_log_marginal_likelihood", "student_t_posterior",
-    "student_t_predictive_logpdf",
+    "ABReLU", "Abs", "CG", "CGResult", "Cholesky", "CholeskyResult", "Conv", "Cos", "DKM", "DKMInfo", "DKMParams",
+    "DKMPrediction", "DKMState", "Dense", "Erf", "Exp", "FanInSum", "FanOut", "FitResult", "Flatten", "GELU",
+    "GPConditioned", "GPPosterior", "GPSolver", "GlobalAvgPool", "Identity", "Kernel", "KernelMatrices",
+    "LaplaceMulticlass", "Layer", "LeakyReLU", "MonteCarloKernel", "Rbf", "ReLU", "ScaleMixturePosterior", "Sin",
+    "StudentTClassification", "StudentTPosterior", "as_solver", "cg_solve", "dkm", "dkm_layers", "empirical_ntk",
+    "fit_hyperparameters", "fit_student_t", "gp_condition", "gp_posterior", "gp_predict", "gp_predict_batched",
+    "gram", "gram_kernel", "infinite_ensemble_posterior", "input_kernel", "jittered_cholesky", "laplace_binary",
+    "laplace_multiclass", "log_marginal_likelihood", "monte_carlo_kernel", "parallel", "safe_arccos", "safe_sqrt",
+    "scale_mixture_posterior", "serial", "student_t_classify", "student_t_classify_multiclass",
+    "student_t_log_marginal_likelihood", "student_t_posterior", "student_t_predictive_logpdf",
 ]

@@ -1,0 +1,118 @@
+"""GP solvers as small frozen objects (strings as shorthand): how :func:`gp_condition` solves
+``(K + noise I) alpha = y``.
+
+* :class:`Cholesky` — exact, ``O(n^3)``, with the jitter policy of :func:`jittered_cholesky`;
+* :class:`CG` — conjugate gradients, ``O(n^2)`` per iteration, for large ``n`` (the jitter is added once,
+  without retries).
+
+A new solver is one class with a ``condition`` method; :func:`as_solver` accepts today's strings
+(``"cholesky"``, ``"cg"``), as ``jaxbayes.ot.as_cost`` does for costs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple, Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+
+from jaxbayes._checks import check_int_range, check_positive
+from jaxbayes.kernels._linalg import cg_solve, jittered_cholesky
+from jaxbayes.typing import Array, ArrayLike
+
+
+class GPConditioned(NamedTuple):
+    """A GP conditioned on training data (reusable for many predictions).
+
+    Attributes:
+      chol: Cholesky factor of ``K + (noise + jitter) I`` (``None`` for the CG solver).
+      alpha: ``(K + noise I)^{-1} y``.
+      matrix: ``K + (noise + jitter) I`` when the CG solver is used, else ``None``.
+      jitter: the absolute jitter used.
+      ok: whether the factorisation / CG solve succeeded.
+    """
+
+    chol: Array | None
+    alpha: Array
+    matrix: Array | None
+    jitter: Array
+    ok: Array
+
+
+@runtime_checkable
+class GPSolver(Protocol):
+    def condition(self, k: Array, y: Array, noise: ArrayLike, *, jitter: float, max_tries: int) -> GPConditioned:
+        """Solve ``(K + noise I) alpha = y`` for checked ``k`` ``(n, n)`` and ``y`` ``(n,)``/``(n, k)``."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cholesky:
+    """Exact solves through :func:`jittered_cholesky` (the jitter is grown on failure, ``max_tries`` in all).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> c = Cholesky().condition(jnp.eye(2), jnp.array([1.0, 2.0]), 1.0, jitter=0.0, max_tries=5)
+      >>> [round(v, 4) for v in c.alpha.tolist()]
+      [0.5, 1.0]
+    """
+
+    def condition(self, k: Array, y: Array, noise: ArrayLike, *, jitter: float, max_tries: int) -> GPConditioned:
+        ch = jittered_cholesky(k, jitter=jitter, max_tries=max_tries, shift=noise, name="k_train_train")
+        alpha = jax.scipy.linalg.cho_solve((ch.chol, True), y)
+        return GPConditioned(ch.chol, alpha, None, ch.jitter, ch.ok)
+
+
+@dataclasses.dataclass(frozen=True)
+class CG:
+    """Conjugate-gradient solves (:func:`cg_solve`) of ``K + (noise + j) I``, ``j = jitter * mean(diag)``.
+
+    Attributes:
+      tol: relative residual at which CG stops (> 0).
+      max_iterations: iteration cap (``None``: ``10 n``).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> c = CG(tol=1e-10).condition(jnp.eye(2), jnp.array([1.0, 2.0]), 1.0, jitter=0.0, max_tries=1)
+      >>> [round(v, 4) for v in c.alpha.tolist()], bool(c.ok)
+      ([0.5, 1.0], True)
+    """
+
+    tol: float = 1e-6
+    max_iterations: int | None = None
+
+    def __post_init__(self):
+        check_positive("tol", self.tol)
+        if self.max_iterations is not None:
+            check_int_range("max_iterations", self.max_iterations, 1)
+
+    def condition(self, k: Array, y: Array, noise: ArrayLike, *, jitter: float, max_tries: int) -> GPConditioned:
+        del max_tries  # no retries: CG does not fail loudly on an indefinite matrix
+        a = k + jnp.asarray(noise, k.dtype) * jnp.eye(k.shape[0], dtype=k.dtype)
+        check_positive("jitter", jitter, strict=False)
+        j = jitter * jnp.abs(jnp.mean(jnp.diagonal(a)))
+        a = a + j * jnp.eye(k.shape[0], dtype=k.dtype)
+        res = cg_solve(a, y, tol=self.tol, max_iterations=self.max_iterations)
+        return GPConditioned(None, res.x, a, j, res.converged)
+
+
+SOLVERS = {"cholesky": Cholesky, "cg": CG}
+
+
+def as_solver(solver: str | GPSolver) -> GPSolver:
+    """A :class:`GPSolver` from a solver object or its name (``"cholesky"``, ``"cg"``, default options).
+
+    Example:
+      >>> as_solver("cg")
+      CG(tol=1e-06, max_iterations=None)
+    """
+    if isinstance(solver, str):
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {sorted(SOLVERS)} or a GPSolver, got {solver!r}")
+        return SOLVERS[solver]()
+    if not isinstance(solver, GPSolver):
+        raise TypeError(f"solver must be a string or an object with a condition method, got {type(solver).__name__}")
+    return solver
+
+
+__all__ = ["CG", "SOLVERS", "Cholesky", "GPConditioned", "GPSolver", "as_solver"]
