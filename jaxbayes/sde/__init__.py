@@ -6,11 +6,20 @@ Every sampler draws one sample per key and takes a per-point ``score_fn(x, t)``;
 
 from jaxbayes.sde import analytic as analytic
 from jaxbayes.sde import nets as nets
+from jaxbayes.sde._batch import sample_batch as sample_batch
 from jaxbayes.sde._conditional import classifier_guidance as classifier_guidance
 from jaxbayes.sde._conditional import color_transform as color_transform
 from jaxbayes.sde._conditional import colorize as colorize
 from jaxbayes.sde._conditional import dps_sampler as dps_sampler
 from jaxbayes.sde._conditional import inpaint as inpaint
+from jaxbayes.sde._correctors import AnnealedLangevin as AnnealedLangevin
+from jaxbayes.sde._correctors import Corrector as Corrector
+from jaxbayes.sde._correctors import Langevin as Langevin
+from jaxbayes.sde._correctors import NoCorrector as NoCorrector
+from jaxbayes.sde._correctors import as_corrector as as_corrector
+from jaxbayes.sde._ddim import ddim_sampler as ddim_sampler
+from jaxbayes.sde._dpm_solver import dpm_solver_pp_2m as dpm_solver_pp_2m
+from jaxbayes.sde._dpm_solver import logsnr_grid as logsnr_grid
 from jaxbayes.sde._edm import Precond as Precond
 from jaxbayes.sde._edm import edm_denoiser as edm_denoiser
 from jaxbayes.sde._edm import edm_precond as edm_precond
@@ -25,32 +34,34 @@ from jaxbayes.sde._likelihood import bits_per_dim as bits_per_dim
 from jaxbayes.sde._likelihood import decode as decode
 from jaxbayes.sde._likelihood import encode as encode
 from jaxbayes.sde._likelihood import log_likelihood as log_likelihood
-from jaxbayes.sde._losses import Trainer as Trainer
-from jaxbayes.sde._losses import TrainInfo as TrainInfo
-from jaxbayes.sde._losses import TrainState as TrainState
 from jaxbayes.sde._losses import ddpm_loss as ddpm_loss
 from jaxbayes.sde._losses import dsm_loss as dsm_loss
 from jaxbayes.sde._losses import edm_loss as edm_loss
-from jaxbayes.sde._losses import score_trainer as score_trainer
 from jaxbayes.sde._losses import smld_loss as smld_loss
+from jaxbayes.sde._ode_sampler import ode_sampler as ode_sampler
 from jaxbayes.sde._param import convert_fn as convert_fn
 from jaxbayes.sde._param import denoiser_from_score as denoiser_from_score
 from jaxbayes.sde._param import from_score as from_score
 from jaxbayes.sde._param import score_from_denoiser as score_from_denoiser
 from jaxbayes.sde._param import to_score as to_score
+from jaxbayes.sde._pc import pc_sampler as pc_sampler
 from jaxbayes.sde._pfgm import PFGMpp as PFGMpp
-from jaxbayes.sde._samplers import SamplerOutput as SamplerOutput
-from jaxbayes.sde._samplers import ddim_sampler as ddim_sampler
-from jaxbayes.sde._samplers import dpm_solver_pp_2m as dpm_solver_pp_2m
-from jaxbayes.sde._samplers import logsnr_grid as logsnr_grid
-from jaxbayes.sde._samplers import ode_sampler as ode_sampler
-from jaxbayes.sde._samplers import pc_sampler as pc_sampler
-from jaxbayes.sde._samplers import sample_batch as sample_batch
-from jaxbayes.sde._samplers import tweedie_denoise as tweedie_denoise
+from jaxbayes.sde._predictors import Ancestral as Ancestral
+from jaxbayes.sde._predictors import EulerMaruyama as EulerMaruyama
+from jaxbayes.sde._predictors import NoPredictor as NoPredictor
+from jaxbayes.sde._predictors import Predictor as Predictor
+from jaxbayes.sde._predictors import ReverseDiffusion as ReverseDiffusion
+from jaxbayes.sde._predictors import as_predictor as as_predictor
+from jaxbayes.sde._sampling import SamplerOutput as SamplerOutput
+from jaxbayes.sde._sampling import tweedie_denoise as tweedie_denoise
 from jaxbayes.sde._sdes import VESDE as VESDE
 from jaxbayes.sde._sdes import VPSDE as VPSDE
 from jaxbayes.sde._sdes import SubVPSDE as SubVPSDE
 from jaxbayes.sde._sdes import get_sde as get_sde
+from jaxbayes.sde._trainer import Trainer as Trainer
+from jaxbayes.sde._trainer import TrainInfo as TrainInfo
+from jaxbayes.sde._trainer import TrainState as TrainState
+from jaxbayes.sde._trainer import score_trainer as score_trainer
 from jaxbayes.sde.analytic import gaussian_logpdf as gaussian_logpdf
 from jaxbayes.sde.analytic import gaussian_score as gaussian_score
 from jaxbayes.sde.analytic import gmm_denoiser as gmm_denoiser
@@ -58,10 +69,19 @@ from jaxbayes.sde.analytic import gmm_logpdf as gmm_logpdf
 from jaxbayes.sde.analytic import gmm_score as gmm_score
 
 __all__ = [
+    "Ancestral",
+    "AnnealedLangevin",
+    "Corrector",
+    "EulerMaruyama",
     "Interpolant",
+    "Langevin",
     "LikelihoodOutput",
+    "NoCorrector",
+    "NoPredictor",
     "PFGMpp",
     "Precond",
+    "Predictor",
+    "ReverseDiffusion",
     "SamplerOutput",
     "SubVPSDE",
     "TrainInfo",
@@ -70,6 +90,8 @@ __all__ = [
     "VESDE",
     "VPSDE",
     "analytic",
+    "as_corrector",
+    "as_predictor",
     "bits_per_dim",
     "classifier_guidance",
     "color_transform",

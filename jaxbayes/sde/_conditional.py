@@ -18,30 +18,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbayes._checks import (
-    check_choice,
     check_finite,
     check_int_range,
     check_positive,
     check_same_shape,
     concrete_value,
 )
-from jaxbayes.sde._samplers import (
-    CORRECTORS,
-    PREDICTORS,
-    SamplerOutput,
-    _corrector,
-    _noise,
-    _predictor,
-    init_state,
-    tweedie_denoise,
-)
+from jaxbayes._deprecation import renamed_arguments
+from jaxbayes.sde._correctors import Corrector
+from jaxbayes.sde._pc import pc_parts
+from jaxbayes.sde._predictors import Predictor
+from jaxbayes.sde._sampling import SamplerOutput, init_state, standard_normal, tweedie_denoise
 from jaxbayes.sde._sdes import check_score_fn
-from jaxbayes.typing import Array, ArrayLike, PRNGKey
+from jaxbayes.typing import SDE, Array, ArrayLike, PRNGKey, ScoreFn
 
 
-def inpaint(key: PRNGKey, score_fn: Callable, sde, y: Array, mask: Array, *,
-            predictor: str = "reverse_diffusion", corrector: str = "langevin", snr: ArrayLike = 0.16,
-            n_corrector: int = 1, num_steps: int | None = None, denoise: bool = True,
+@renamed_arguments(n_corrector="num_corrector_steps")
+def inpaint(key: PRNGKey, score_fn: ScoreFn, sde: SDE, y: Array, mask: Array, *,
+            predictor: Predictor | str = "reverse_diffusion", corrector: Corrector | str = "langevin",
+            snr: ArrayLike | None = None, num_corrector_steps: int | None = None, num_steps: int | None = None,
+            denoise: bool = True,
             transform: Array | None = None) -> SamplerOutput:
     """Fill in the coordinates of ``y`` where ``mask == 0`` by predictor-corrector sampling.
 
@@ -66,9 +62,7 @@ def inpaint(key: PRNGKey, score_fn: Callable, sde, y: Array, mask: Array, *,
       >>> float(out.samples[0])
       5.0
     """
-    check_choice("predictor", predictor, PREDICTORS)
-    check_choice("corrector", corrector, CORRECTORS)
-    n_corrector = check_int_range("n_corrector", n_corrector, 0)
+    predictor, corrector = pc_parts(predictor, corrector, snr, num_corrector_steps, sde)
     num_steps = check_int_range("num_steps", sde.N if num_steps is None else num_steps, 1)
     y = jnp.asarray(y, jnp.result_type(float))
     mask = jnp.asarray(mask, y.dtype)
@@ -90,7 +84,7 @@ def inpaint(key: PRNGKey, score_fn: Callable, sde, y: Array, mask: Array, *,
     check_score_fn(score_fn, x, sde.T)
     ts = jnp.linspace(sde.T, sde.eps, num_steps + 1, dtype=y.dtype)
     y_t = fwd(y)
-    n_corr = 0 if corrector == "none" else n_corrector
+    n_corr = corrector.num_steps
 
     def project(x, t, k):
         known = sde.mean_coeff(t) * y_t + sde.std(t) * jax.random.normal(k, y.shape, y.dtype)
@@ -100,15 +94,15 @@ def inpaint(key: PRNGKey, score_fn: Callable, sde, y: Array, mask: Array, *,
         t, t_next = ts[i], ts[i + 1]
         k = jax.random.fold_in(key, i)
         for j in range(n_corr):
-            x, _ = _corrector(corrector, sde, score_fn, x, t, snr, _noise(jax.random.fold_in(k, 2 * j + 2), x))
+            x, _ = corrector.step(sde, score_fn, x, t, standard_normal(jax.random.fold_in(k, 2 * j + 2), x))
             x = project(x, t, jax.random.fold_in(k, 2 * j + 3))
-        if predictor != "none":
-            x, _ = _predictor(predictor, sde, score_fn, x, t, t_next - t, _noise(jax.random.fold_in(k, 0), x))
+        if predictor.num_evals:
+            x, _ = predictor.step(sde, score_fn, x, t, t_next - t, standard_normal(jax.random.fold_in(k, 0), x))
             x = project(x, t_next, jax.random.fold_in(k, 1))
         return x, None
 
     x, _ = jax.lax.scan(body, x, jnp.arange(num_steps))
-    nfe = num_steps * ((predictor != "none") + n_corr)
+    nfe = num_steps * (predictor.num_evals + n_corr)
     if denoise:
         x = tweedie_denoise(score_fn, sde, x, ts[-1])
         nfe += 1
@@ -124,7 +118,7 @@ def color_transform(dtype=None) -> Array:
     return jnp.asarray(m, jnp.result_type(float) if dtype is None else dtype)
 
 
-def colorize(key: PRNGKey, score_fn: Callable, sde, gray: Array, **kwargs) -> SamplerOutput:
+def colorize(key: PRNGKey, score_fn: ScoreFn, sde: SDE, gray: Array, **kwargs) -> SamplerOutput:
     """Colour a grey image ``gray`` of shape ``(H, W)`` (mean of R, G, B) with a score model of ``(H, W, 3)`` images.
 
     In the coordinates ``x @ M`` of :func:`color_transform` the first channel is ``sqrt(3) * gray`` and is
@@ -139,8 +133,8 @@ def colorize(key: PRNGKey, score_fn: Callable, sde, gray: Array, **kwargs) -> Sa
     return inpaint(key, score_fn, sde, y, mask, transform=m, **kwargs)
 
 
-def classifier_guidance(score_fn: Callable, log_prob_fn: Callable[[Array, Array], Array], *,
-                        scale: ArrayLike = 1.0) -> Callable[[Array, Array], Array]:
+def classifier_guidance(score_fn: ScoreFn, log_prob_fn: Callable[[Array, Array], Array], *,
+                        scale: ArrayLike = 1.0) -> ScoreFn:
     """The guided score ``score(x, t) + scale * grad_x log_prob_fn(x, t)``.
 
     ``log_prob_fn(x, t)`` is ``log p_t(y | x)`` for the condition ``y`` (a noise-aware classifier's
@@ -162,7 +156,7 @@ def classifier_guidance(score_fn: Callable, log_prob_fn: Callable[[Array, Array]
     return guided
 
 
-def dps_sampler(key: PRNGKey, score_fn: Callable, sde, y: Array, forward_fn: Callable[[Array], Array],
+def dps_sampler(key: PRNGKey, score_fn: ScoreFn, sde: SDE, y: Array, forward_fn: Callable[[Array], Array],
                 shape: tuple[int, ...], *, step_size: ArrayLike = 1.0, num_steps: int = 1000,
                 x_init: Array | None = None) -> SamplerOutput:
     r"""Diffusion posterior sampling (Chung et al. 2023, Algorithm 1) for ``y = A(x) + noise``.

@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxbayes._checks import check_choice, check_finite, check_int_range, check_positive, check_shape
-from jaxbayes.sde._samplers import SamplerOutput, is_concrete_zero, scan_with_noise, split_key
-from jaxbayes.typing import Array, ArrayLike, PRNGKey
+from jaxbayes.sde._sampling import SamplerOutput, is_concrete_zero, scan_with_noise, split_key
+from jaxbayes.typing import Array, ArrayLike, DenoiseFn, PRNGKey, Shape
 
 
 def karras_sigmas(num_steps: int, *, sigma_min: ArrayLike = 0.002, sigma_max: ArrayLike = 80.0,
@@ -67,7 +67,7 @@ def edm_precond(sigma: ArrayLike, sigma_data: ArrayLike = 0.5) -> Precond:
     return Precond(sigma_data**2 / total, c_out, 1 / jnp.sqrt(total), jnp.log(sigma) / 4, 1 / c_out**2)
 
 
-def edm_denoiser(model_fn: Callable[[Array, Array], Array], *, sigma_data: ArrayLike = 0.5) -> Callable:
+def edm_denoiser(model_fn: Callable[[Array, Array], Array], *, sigma_data: ArrayLike = 0.5) -> DenoiseFn:
     """Wrap a raw network ``F(x_in, c_noise)`` into the preconditioned denoiser ``D(x, sigma)``."""
 
     def denoise_fn(x, sigma):
@@ -77,7 +77,7 @@ def edm_denoiser(model_fn: Callable[[Array, Array], Array], *, sigma_data: Array
     return denoise_fn
 
 
-def edm_sampler(key: PRNGKey, denoise_fn: Callable[[Array, Array], Array], shape: tuple[int, ...], *,
+def edm_sampler(key: PRNGKey, denoise_fn: DenoiseFn, shape: Shape, *,
                 num_steps: int = 18, solver: str = "heun", sigma_min: ArrayLike = 0.002,
                 sigma_max: ArrayLike = 80.0, rho: ArrayLike = 7.0, s_churn: ArrayLike = 0.0,
                 s_tmin: ArrayLike = 0.0, s_tmax: ArrayLike = math.inf, s_noise: ArrayLike = 1.0,

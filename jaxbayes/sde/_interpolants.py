@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbayes._checks import check_finite, check_int_range, check_positive, check_shape
-from jaxbayes.sde._samplers import SamplerOutput
+from jaxbayes.sde._sampling import SamplerOutput
 from jaxbayes.typing import Array, ArrayLike, PRNGKey
 
 KINDS = ("linear", "trig")

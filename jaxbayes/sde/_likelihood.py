@@ -18,8 +18,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxbayes._checks import check_choice, check_finite, check_int_range, check_positive
+from jaxbayes._deprecation import renamed_arguments
 from jaxbayes.sde._ode import SOLVERS, integrate
-from jaxbayes.sde._samplers import SamplerOutput, ode_sampler
+from jaxbayes.sde._ode_sampler import ode_sampler
+from jaxbayes.sde._sampling import SamplerOutput
 from jaxbayes.sde._sdes import check_score_fn
 from jaxbayes.typing import Array, PRNGKey
 
@@ -35,7 +37,7 @@ class LikelihoodOutput(NamedTuple):
       prior_logp: ``log p_T(z)`` under the prior.
       delta_logp: ``int div v dt`` (so ``logp = prior_logp + delta_logp``).
       nfe: number of ODE right-hand-side evaluations (each one score evaluation plus its JVP/Jacobian).
-      converged: ``False`` if the adaptive solve ran out of ``max_steps``.
+      converged: ``False`` if the adaptive solve ran out of ``max_iterations``.
     """
 
     logp: Array
@@ -69,9 +71,10 @@ def bits_per_dim(logp: Array, num_dims: int, *, num_levels: int | None = None,
     return (-jnp.asarray(logp) / num_dims + offset) / math.log(2)
 
 
+@renamed_arguments(max_steps="max_iterations")
 def log_likelihood(key: PRNGKey | None, score_fn: Callable, sde, x: Array, *, trace: str = "hutchinson",
                    probe: str = "rademacher", solver: str = "tsit5", num_steps: int = 100, rtol: float = 1e-5,
-                   atol: float = 1e-5, max_steps: int = 4096, num_levels: int | None = None,
+                   atol: float = 1e-5, max_iterations: int = 4096, num_levels: int | None = None,
                    data_range: tuple[float, float] = (0.0, 1.0),
                    prior_logp_fn: Callable[[Array], Array] | None = None) -> LikelihoodOutput:
     r"""Log-density of one data point ``x`` under the probability-flow ODE of ``score_fn``.
@@ -83,7 +86,7 @@ def log_likelihood(key: PRNGKey | None, score_fn: Callable, sde, x: Array, *, tr
       trace: ``"hutchinson"`` (``e^T J e`` with a JVP, cost of one extra forward pass) or ``"exact"``
         (the full Jacobian: ``n`` JVPs; fine for small ``n``).
       probe: ``"rademacher"`` (exact when the Jacobian is diagonal) or ``"gaussian"``.
-      solver: ``"tsit5"``/``"dopri5"`` (adaptive, ``rtol``, ``atol``, ``max_steps``) or ``"euler"``/
+      solver: ``"tsit5"``/``"dopri5"`` (adaptive, ``rtol``, ``atol``, ``max_iterations``) or ``"euler"``/
         ``"heun"``/``"rk4"`` with ``num_steps`` uniform steps.
       num_levels, data_range: dequantisation offset for ``bpd`` (e.g. ``256`` and ``(0, 1)`` for 8-bit data).
       prior_logp_fn: log-density of ``x_T`` (default ``sde.prior_logp``, which only approximates ``p_T``).
@@ -132,15 +135,16 @@ def log_likelihood(key: PRNGKey | None, score_fn: Callable, sde, x: Array, *, tr
         return v(y, t), div(y, t)
 
     (z, delta), nfe, ok = integrate(vf, (x, jnp.zeros((), x.dtype)), sde.eps, sde.T, solver=solver,
-                                    num_steps=num_steps, rtol=rtol, atol=atol, max_steps=max_steps)
+                                    num_steps=num_steps, rtol=rtol, atol=atol, max_iterations=max_iterations)
     prior = sde.prior_logp(z) if prior_logp_fn is None else prior_logp_fn(z)
     logp = prior + delta
     bpd = bits_per_dim(logp, x.size, num_levels=num_levels, data_range=data_range)
     return LikelihoodOutput(logp, bpd, z, prior, delta, nfe, ok)
 
 
+@renamed_arguments(max_steps="max_iterations")
 def encode(score_fn: Callable, sde, x: Array, *, solver: str = "tsit5", num_steps: int = 100,
-           rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 4096) -> SamplerOutput:
+           rtol: float = 1e-5, atol: float = 1e-5, max_iterations: int = 4096) -> SamplerOutput:
     """Map a data point to its latent ``x_T`` along the probability-flow ODE (eps -> T); ``samples`` is ``z``.
 
     Example:
@@ -156,13 +160,14 @@ def encode(score_fn: Callable, sde, x: Array, *, solver: str = "tsit5", num_step
     check_score_fn(score_fn, x, sde.eps)
     check_int_range("num_steps", num_steps, 1)
     z, nfe, ok = integrate(lambda y, t: sde.reverse_drift(score_fn, y, t, ode=True), x, sde.eps, sde.T,
-                           solver=solver, num_steps=num_steps, rtol=rtol, atol=atol, max_steps=max_steps)
+                           solver=solver, num_steps=num_steps, rtol=rtol, atol=atol, max_iterations=max_iterations)
     return SamplerOutput(z, nfe, ok)
 
 
+@renamed_arguments(max_steps="max_iterations")
 def decode(score_fn: Callable, sde, z: Array, *, solver: str = "tsit5", num_steps: int = 100,
-           rtol: float = 1e-5, atol: float = 1e-5, max_steps: int = 4096) -> SamplerOutput:
+           rtol: float = 1e-5, atol: float = 1e-5, max_iterations: int = 4096) -> SamplerOutput:
     """Map a latent ``z = x_T`` back to data (T -> eps); the inverse of :func:`encode`."""
     z = jnp.asarray(z)
     return ode_sampler(jax.random.key(0), score_fn, sde, z.shape, solver=solver, num_steps=num_steps, rtol=rtol,
-                       atol=atol, max_steps=max_steps, x_init=z, dtype=z.dtype)
+                       atol=atol, max_iterations=max_iterations, x_init=z, dtype=z.dtype)

@@ -12,19 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxbayes._checks import check_int_range, concrete_value
-from jaxbayes.typing import Array, ArrayLike, PRNGKey
-
-ScoreFn = Callable[[Array, Array], Array]
+from jaxbayes.typing import SDE, Array, ArrayLike, PRNGKey, ScoreFn
 
 
-def _check_time(sde, t: ArrayLike, name: str = "t") -> None:
+def check_time(sde: SDE, t: ArrayLike, name: str = "t") -> None:
+    """Raise ``ValueError`` if a concrete time ``t`` is outside ``[0, T]``."""
     v = concrete_value(t)
     if v is None or v.dtype == object:
         return
@@ -61,7 +59,7 @@ class _LinearSDE:
 
     def drift(self, x: Array, t: ArrayLike) -> Array:
         """Forward drift ``f(x, t) = f(t) x``."""
-        _check_time(self, t)
+        check_time(self, t)
         return self.drift_coeff(t) * x
 
     def sigma(self, t: ArrayLike) -> Array:
@@ -70,7 +68,7 @@ class _LinearSDE:
 
     def marginal(self, x0: Array, t: ArrayLike) -> tuple[Array, Array]:
         """Mean ``m(t) x_0`` and standard deviation ``s(t)`` of the perturbation kernel ``p_t(x | x_0)``."""
-        _check_time(self, t)
+        check_time(self, t)
         return self.mean_coeff(t) * x0, self.std(t)
 
     def perturb(self, key: PRNGKey, x0: Array, t: ArrayLike) -> tuple[Array, Array]:
@@ -150,7 +148,7 @@ class VESDE(_LinearSDE):
         return jnp.zeros_like(jnp.asarray(t, dtype=float))
 
     def std(self, t):
-        _check_time(self, t)
+        check_time(self, t)
         t = jnp.asarray(t, dtype=float)
         return self.sigma_min * (self.sigma_max / self.sigma_min) ** (t / self.T)
 
@@ -209,7 +207,7 @@ class VPSDE(_LinearSDE):
         return self.beta_min + jnp.asarray(t, float) / self.T * (self.beta_max - self.beta_min)
 
     def log_mean_coeff(self, t):
-        _check_time(self, t)
+        check_time(self, t)
         t = jnp.asarray(t, dtype=float) / self.T
         return self.T * (-0.25 * t**2 * (self.beta_max - self.beta_min) - 0.5 * t * self.beta_min)
 
@@ -220,7 +218,7 @@ class VPSDE(_LinearSDE):
         return -0.5 * self.beta(t)
 
     def diffusion(self, t):
-        _check_time(self, t)
+        check_time(self, t)
         return jnp.sqrt(self.beta(t))
 
     @property
@@ -280,7 +278,7 @@ class SubVPSDE(_LinearSDE):
         return -jnp.expm1(2 * self.log_mean_coeff(t))
 
     def diffusion(self, t):
-        _check_time(self, t)
+        check_time(self, t)
         discount = -jnp.expm1(4 * self.log_mean_coeff(t))
         return jnp.sqrt(self.beta(t) * discount)
 
@@ -299,8 +297,6 @@ _register(VESDE, ["sigma_min", "sigma_max"], ["T", "eps", "N"])
 _register(VPSDE, ["beta_min", "beta_max"], ["T", "eps", "N"])
 _register(SubVPSDE, ["beta_min", "beta_max"], ["T", "eps", "N"])
 
-SDE = VESDE | VPSDE | SubVPSDE
-
 
 def get_sde(name: str, **kwargs) -> SDE:
     """Build an SDE by name: ``"ve"``, ``"vp"`` or ``"subvp"`` (keyword arguments go to its constructor).
@@ -315,7 +311,7 @@ def get_sde(name: str, **kwargs) -> SDE:
     return table[name](**kwargs)
 
 
-def check_score_fn(score_fn: Callable, x: Array, t: ArrayLike, name: str = "score_fn") -> None:
+def check_score_fn(score_fn: ScoreFn, x: Array, t: ArrayLike, name: str = "score_fn") -> None:
     """Raise ``ValueError`` at trace time if ``score_fn(x, t)`` does not return an array shaped like ``x``."""
     out = jax.eval_shape(score_fn, x, jnp.asarray(t, dtype=jnp.result_type(x)))
     if not hasattr(out, "shape") or tuple(out.shape) != tuple(jnp.shape(x)):

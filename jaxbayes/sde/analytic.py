@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
 from jaxbayes._checks import check_ndim, check_shape
-from jaxbayes.sde._sdes import _check_time
+from jaxbayes.sde._sdes import check_time
 from jaxbayes.typing import Array, ArrayLike
 
 
@@ -60,7 +60,7 @@ def gmm_logpdf(sde, weights: ArrayLike, means: ArrayLike, covs: ArrayLike, x: Ar
       -1.8379
     """
     weights, means, covs = _mixture(weights, means, covs)
-    _check_time(sde, t)
+    check_time(sde, t)
     lam, u = _eig(covs)
     return _mixture_logp_score(x, weights, means, lam, u, sde.mean_coeff(t), sde.std(t))[0]
 
