@@ -1,41 +1,57 @@
-"""Variational inference: Gaussian families, ELBO/Renyi objectives, VI algorithms, BNNs, SSVI, Laplace.
+"""Variational inference: Gaussian families and objectives as objects, one VI algorithm over any optax
+optimiser, Bayesian neural networks, sparse subspace VI (SSVI), Laplace and Fisher merging.
 
-Metrics for probabilistic classifiers live in :mod:`jaxbayes.vi.metrics`.
+Families (``MeanField()``, ``LowRank(rank=)``, ``FullRank()``) build the distributions ``MeanFieldNormal``,
+``LowRankNormal``, ``FullRankNormal``; objectives are ``ELBO()`` and ``Renyi(alpha=)``. Every algorithm is a
+:class:`jaxbayes.base.Algorithm` (``init(key, ...)``, ``step(key, state, batch)``); ``fit``, ``minibatch``,
+``guarded_update`` and ``raise_if_nonfinite`` are :mod:`jaxbayes.base`'s, re-exported here. Metrics for
+probabilistic classifiers live in :mod:`jaxbayes.vi.metrics`.
 """
 
+from jaxbayes.base import fit as fit
+from jaxbayes.base import guarded_update as guarded_update
+from jaxbayes.base import minibatch as minibatch
+from jaxbayes.base import raise_if_nonfinite as raise_if_nonfinite
 from jaxbayes.vi import metrics as metrics
-from jaxbayes.vi._algorithms import VIAlgorithm as VIAlgorithm
-from jaxbayes.vi._algorithms import VIInfo as VIInfo
-from jaxbayes.vi._algorithms import VIState as VIState
-from jaxbayes.vi._algorithms import fit as fit
-from jaxbayes.vi._algorithms import fullrank_vi as fullrank_vi
-from jaxbayes.vi._algorithms import gaussian_vi as gaussian_vi
-from jaxbayes.vi._algorithms import guarded_update as guarded_update
-from jaxbayes.vi._algorithms import lowrank_vi as lowrank_vi
-from jaxbayes.vi._algorithms import meanfield_vi as meanfield_vi
-from jaxbayes.vi._algorithms import minibatch as minibatch
-from jaxbayes.vi._algorithms import raise_if_nonfinite as raise_if_nonfinite
+from jaxbayes.vi._bnn import LIKELIHOODS as LIKELIHOODS
 from jaxbayes.vi._bnn import BNNAlgorithm as BNNAlgorithm
-from jaxbayes.vi._bnn import bnn_apply as bnn_apply
 from jaxbayes.vi._bnn import bnn_init as bnn_init
 from jaxbayes.vi._bnn import bnn_objective as bnn_objective
 from jaxbayes.vi._bnn import bnn_vi as bnn_vi
 from jaxbayes.vi._bnn import log_likelihood as log_likelihood
 from jaxbayes.vi._bnn import masked_kl as masked_kl
 from jaxbayes.vi._bnn import predict as predict
-from jaxbayes.vi._elbo import GaussianPrior as GaussianPrior
-from jaxbayes.vi._elbo import ObjectiveTerms as ObjectiveTerms
-from jaxbayes.vi._elbo import elbo as elbo
-from jaxbayes.vi._elbo import objective_terms as objective_terms
-from jaxbayes.vi._families import FullRank as FullRank
-from jaxbayes.vi._families import LowRank as LowRank
-from jaxbayes.vi._families import MeanField as MeanField
-from jaxbayes.vi._families import fullrank_init as fullrank_init
-from jaxbayes.vi._families import lowrank_init as lowrank_init
-from jaxbayes.vi._families import meanfield_init as meanfield_init
+from jaxbayes.vi._bnn_forward import METHODS as METHODS
+from jaxbayes.vi._bnn_forward import bnn_apply as bnn_apply
+from jaxbayes.vi._elbo import ELBO as ELBO
+from jaxbayes.vi._families import FAMILIES as FAMILIES
+from jaxbayes.vi._families import as_family as as_family
+from jaxbayes.vi._family import VariationalFamily as VariationalFamily
+from jaxbayes.vi._fullrank import FullRank as FullRank
+from jaxbayes.vi._fullrank import FullRankNormal as FullRankNormal
+from jaxbayes.vi._fullrank import fullrank_init as fullrank_init
+from jaxbayes.vi._gaussian_vi import VIAlgorithm as VIAlgorithm
+from jaxbayes.vi._gaussian_vi import fullrank_vi as fullrank_vi
+from jaxbayes.vi._gaussian_vi import gaussian_vi as gaussian_vi
+from jaxbayes.vi._gaussian_vi import lowrank_vi as lowrank_vi
+from jaxbayes.vi._gaussian_vi import meanfield_vi as meanfield_vi
 from jaxbayes.vi._laplace import diagonal_fisher as diagonal_fisher
 from jaxbayes.vi._laplace import fisher_merge as fisher_merge
 from jaxbayes.vi._laplace import laplace as laplace
+from jaxbayes.vi._lowrank import LowRank as LowRank
+from jaxbayes.vi._lowrank import LowRankNormal as LowRankNormal
+from jaxbayes.vi._lowrank import lowrank_init as lowrank_init
+from jaxbayes.vi._meanfield import MeanField as MeanField
+from jaxbayes.vi._meanfield import MeanFieldNormal as MeanFieldNormal
+from jaxbayes.vi._meanfield import meanfield_init as meanfield_init
+from jaxbayes.vi._objective import Objective as Objective
+from jaxbayes.vi._objective import ObjectiveTerms as ObjectiveTerms
+from jaxbayes.vi._objectives import OBJECTIVES as OBJECTIVES
+from jaxbayes.vi._objectives import as_objective as as_objective
+from jaxbayes.vi._objectives import elbo as elbo
+from jaxbayes.vi._objectives import objective_terms as objective_terms
+from jaxbayes.vi._prior import GaussianPrior as GaussianPrior
+from jaxbayes.vi._renyi import Renyi as Renyi
 from jaxbayes.vi._ssvi import CRITERIA as CRITERIA
 from jaxbayes.vi._ssvi import SSVIAlgorithm as SSVIAlgorithm
 from jaxbayes.vi._ssvi import SSVIInfo as SSVIInfo
@@ -47,21 +63,36 @@ from jaxbayes.vi._ssvi import removal_score as removal_score
 from jaxbayes.vi._ssvi import sparsity_report as sparsity_report
 from jaxbayes.vi._ssvi import ssvi as ssvi
 from jaxbayes.vi._ssvi import swap_weights as swap_weights
+from jaxbayes.vi._state import VIInfo as VIInfo
+from jaxbayes.vi._state import VIState as VIState
 
 __all__ = [
     "BNNAlgorithm",
     "CRITERIA",
+    "ELBO",
+    "FAMILIES",
     "FullRank",
+    "FullRankNormal",
     "GaussianPrior",
+    "LIKELIHOODS",
     "LowRank",
+    "LowRankNormal",
+    "METHODS",
     "MeanField",
+    "MeanFieldNormal",
+    "OBJECTIVES",
+    "Objective",
     "ObjectiveTerms",
+    "Renyi",
     "SSVIAlgorithm",
     "SSVIInfo",
     "SSVIState",
     "VIAlgorithm",
     "VIInfo",
     "VIState",
+    "VariationalFamily",
+    "as_family",
+    "as_objective",
     "bnn_apply",
     "bnn_init",
     "bnn_objective",

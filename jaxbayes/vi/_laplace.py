@@ -8,7 +8,7 @@ One curvature function, :func:`diagonal_fisher`, serves both:
 * ``kind="empirical"``: the empirical Fisher ``sum_n (d log p(y_n | x_n) / d theta)^2`` (needs labels).
 
 :func:`laplace` turns it into a diagonal Laplace posterior ``N(theta*, (F + prior_precision)^{-1})`` returned as
-a :class:`MeanField` (so :func:`jaxbayes.vi.predict` gives its predictive). :func:`fisher_merge` merges models
+a :class:`MeanFieldNormal` (so :func:`jaxbayes.vi.predict` gives its predictive). :func:`fisher_merge` merges models
 by Matena & Raffel (2022), "Merging Models with Fisher-Weighted Averaging":
 ``theta* = sum_i lambda_i F_i theta_i / sum_i lambda_i F_i`` elementwise.
 """
@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from jaxbayes._checks import check_choice, check_int_range, check_positive
 from jaxbayes.typing import ArrayLike, PyTree
-from jaxbayes.vi._families import MeanField
+from jaxbayes.vi._meanfield import MeanFieldNormal
 
 
 def diagonal_fisher(
@@ -99,8 +99,8 @@ def laplace(
     likelihood: str = "categorical",
     noise_scale: ArrayLike = 1.0,
     batch_size: int | None = None,
-) -> MeanField:
-    """Diagonal Laplace posterior ``N(params, diag(1 / (F_ii + prior_precision)))`` as a :class:`MeanField`.
+) -> MeanFieldNormal:
+    """Diagonal Laplace posterior ``N(params, diag(1 / (F_ii + prior_precision)))`` as a :class:`MeanFieldNormal`.
 
     ``params`` should be a MAP estimate under the prior ``N(0, 1/prior_precision)``; arguments otherwise as in
     :func:`diagonal_fisher`. MacKay (1992); Ritter, Botev & Barber (2018) for the diagonal/GGN variants.
@@ -109,7 +109,7 @@ def laplace(
     fisher = diagonal_fisher(apply_fn, params, x, y, kind=kind, likelihood=likelihood, noise_scale=noise_scale,
                              batch_size=batch_size)
     log_scale = jax.tree.map(lambda f: -0.5 * jnp.log(f + prior_precision), fisher)
-    return MeanField(jax.tree.map(jnp.asarray, params), log_scale)
+    return MeanFieldNormal(jax.tree.map(jnp.asarray, params), log_scale)
 
 
 def fisher_merge(

@@ -35,10 +35,11 @@ import numpy as np
 import optax
 
 from jaxbayes._checks import check_choice, check_int_range, check_positive, concrete_value
+from jaxbayes.base import guarded_update
 from jaxbayes.typing import Array, ArrayLike, PRNGKey, PyTree
-from jaxbayes.vi._algorithms import guarded_update
-from jaxbayes.vi._bnn import _beta, bnn_init, bnn_objective, predict
-from jaxbayes.vi._families import MeanField
+from jaxbayes.vi._bnn import bnn_init, bnn_objective, predict
+from jaxbayes.vi._meanfield import MeanFieldNormal
+from jaxbayes.vi._state import kl_weight_schedule
 
 CRITERIA = ("abs_mean", "snr", "abs_expectation", "folded_snr", "second_moment")
 
@@ -152,14 +153,14 @@ class SSVIState(NamedTuple):
     """State of :func:`ssvi`.
 
     Attributes:
-      q: :class:`MeanField` over the module's parameters (masked entries hold mean 0).
+      q: :class:`MeanFieldNormal` over the module's parameters (masked entries hold mean 0).
       mask: 0/1 pytree shaped like the parameters.
       opt_state: optax state (zero on inactive coordinates).
       step, num_skipped, nonfinite_step: as in :class:`jaxbayes.vi.VIState`.
       num_mask_updates: number of subspace updates done.
     """
 
-    q: MeanField
+    q: MeanFieldNormal
     mask: PyTree
     opt_state: PyTree
     step: Array
@@ -263,7 +264,7 @@ def ssvi(
         if expected != jax.tree.structure(state.opt_state) or (
                 jax.tree.structure(state.mask) != jax.tree.structure(state.q.mean)):
             raise ValueError("the parameter pytree structure changed since init; call init again")
-        beta = _beta(kl_weight, warmup_steps, state.step)
+        beta = kl_weight_schedule(kl_weight, warmup_steps, state.step)
 
         def loss(q):
             value, ll, kl = bnn_objective(key, module, q, batch, mask=state.mask, kl_weight=beta, **opts)
@@ -272,7 +273,7 @@ def ssvi(
         # Gradient with respect to the *effective* parameters; inactive entries of dL/dmu are what the
         # addition criterion needs, the masked gradient is what the optimiser sees.
         (_, (value, ll, kl)), dense = jax.value_and_grad(loss, has_aux=True)(state.q)
-        grads = MeanField(jax.tree.map(jnp.multiply, dense.mean, state.mask),
+        grads = MeanFieldNormal(jax.tree.map(jnp.multiply, dense.mean, state.mask),
                           jax.tree.map(jnp.multiply, dense.log_scale, state.mask))
         new, finite = guarded_update(optimizer, state, grads, value, nan_policy)
         new = new._replace(q=new.q._replace(mean=jax.tree.map(jnp.multiply, new.q.mean, state.mask)))
@@ -307,10 +308,10 @@ def ssvi(
             new_ls.append(jnp.where(added > 0, jnp.log(jnp.asarray(init_scale, ls.dtype)), ls))
             keep.append((~changed).astype(k.dtype))
         unflat = lambda xs: jax.tree.unflatten(treedef, xs)
-        keep_q = MeanField(unflat(keep), unflat(keep))
+        keep_q = MeanFieldNormal(unflat(keep), unflat(keep))
         opt_state = optax.tree_utils.tree_map_params(optimizer, lambda p, kk: p * kk, st.opt_state, keep_q,
                                                      transform_non_params=lambda p: p)
-        q = MeanField(unflat(new_means), unflat(new_ls))
+        q = MeanFieldNormal(unflat(new_means), unflat(new_ls))
         return st._replace(q=q, mask=unflat(new_masks), opt_state=opt_state,
                            num_mask_updates=st.num_mask_updates + 1)
 

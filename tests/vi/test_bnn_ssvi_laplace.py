@@ -137,8 +137,8 @@ def test_ssvi_keeps_density_masks_and_optimizer_state(key):
     assert rep["flops_sparse_estimate"] == 4 * rep["nnz"] < rep["flops_dense"]
 
 
-def MMask(mask):  # noqa: N802 - the mask for both MeanField fields, as in the optimiser state
-    return vi.MeanField(mask, mask)
+def MMask(mask):  # noqa: N802 - the mask for both MeanFieldNormal fields, as in the optimiser state
+    return vi.MeanFieldNormal(mask, mask)
 
 
 def test_ssvi_bad_density_and_structure(key):
@@ -176,7 +176,7 @@ def test_laplace_ggn_matches_closed_forms(x64, key):
     q = vi.laplace(lambda pp, xi: lin.apply({"params": pp}, xi[None])[0, 0], lp, x, likelihood="gaussian",
                    noise_scale=0.5, prior_precision=2.0)
     np.testing.assert_allclose(jnp.exp(-2 * q.log_scale["kernel"][:, 0]), jnp.sum(x**2, 0) / 0.25 + 2.0, rtol=1e-5)
-    assert isinstance(q, vi.MeanField)
+    assert isinstance(q, vi.MeanFieldNormal)
     with pytest.raises(ValueError, match="empirical"):
         vi.diagonal_fisher(apply, params, x, kind="empirical")
 

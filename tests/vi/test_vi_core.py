@@ -41,11 +41,11 @@ def log_joint(x, y):
 
 def exact_fullrank(mu, sigma):
     chol = np.linalg.cholesky(sigma)
-    return vi.FullRank(jnp.asarray(mu), jnp.log(jnp.diag(chol)), jnp.asarray(np.tril(chol, -1)))
+    return vi.FullRankNormal(jnp.asarray(mu), jnp.log(jnp.diag(chol)), jnp.asarray(np.tril(chol, -1)))
 
 
 def meanfield_optimum(mu, lam):
-    return vi.MeanField(jnp.asarray(mu), -0.5 * jnp.log(jnp.diag(jnp.asarray(lam))))
+    return vi.MeanFieldNormal(jnp.asarray(mu), -0.5 * jnp.log(jnp.diag(jnp.asarray(lam))))
 
 
 @pytest.mark.parametrize("family", ["meanfield", "lowrank", "fullrank"])
@@ -80,7 +80,7 @@ def test_fullrank_vi_reaches_exact_posterior_and_elbo_equals_log_evidence(x64):
     x, y, lam, sigma, mu, log_z = conjugate_problem()
     alg = vi.fullrank_vi(log_joint(x, y), optax.adam(optax.cosine_decay_schedule(1e-2, 3000, 1e-3)),
                          num_samples=4)
-    state, info = vi.fit(jax.random.key(1), alg, alg.init(jnp.zeros(x.shape[1])), 3000)
+    state, info = vi.fit(jax.random.key(1), alg, alg.init(jax.random.key(0), jnp.zeros(x.shape[1])), 3000)
     kl = float(state.q.kl_mvn(mu, sigma))
     assert kl < 1e-3, kl
     assert int(state.num_skipped) == 0 and bool(info.finite.all())
@@ -97,7 +97,7 @@ def test_meanfield_vi_converges_to_closed_form_meanfield_optimum(x64):
     steps = 4000
     alg = vi.meanfield_vi(log_joint(x, y), optax.adam(optax.cosine_decay_schedule(3e-2, steps, 1e-3)),
                           num_samples=64)
-    state, _ = vi.fit(jax.random.key(1), alg, alg.init(jnp.zeros(x.shape[1])), steps)
+    state, _ = vi.fit(jax.random.key(1), alg, alg.init(jax.random.key(0), jnp.zeros(x.shape[1])), steps)
     sd = 1.0 / np.sqrt(np.diag(lam))
     # exact means (error in posterior standard deviations; the residual is Monte-Carlo noise along the
     # badly conditioned collinear directions, cond(Lambda) ~ 380)
@@ -159,7 +159,7 @@ def test_minibatch_scaling_kl_weight_temperature_and_warmup(x64, key):
     np.testing.assert_allclose(terms.kl, q.kl_normal(0.0, 1.0), rtol=1e-12)
     np.testing.assert_allclose(terms.value, terms.expected_loglik / 2.0 - 0.3 * terms.kl, rtol=1e-12)
     alg = vi.meanfield_vi(loglik, optax.adam(1e-3), prior=prior, num_data=n, kl_weight=0.5, warmup_steps=4)
-    _, info = vi.fit(key, alg, alg.init(jnp.zeros(x.shape[1])), 6, data=(x, y), batch_size=16)
+    _, info = vi.fit(key, alg, alg.init(jax.random.key(0), jnp.zeros(x.shape[1])), 6, data=(x, y), batch_size=16)
     np.testing.assert_allclose(info.kl_weight, [0.125, 0.25, 0.375, 0.5, 0.5, 0.5])
 
 
@@ -167,7 +167,7 @@ def test_lowrank_vi_improves_on_meanfield(x64):
     x, y, lam, sigma, mu, _ = conjugate_problem()
     sched = optax.cosine_decay_schedule(2e-2, 1500, 1e-3)
     alg = vi.lowrank_vi(log_joint(x, y), optax.adam(sched), rank=4, num_samples=8)
-    state, _ = vi.fit(jax.random.key(0), alg, alg.init(jnp.zeros(x.shape[1]), key=jax.random.key(5)), 1500)
+    state, _ = vi.fit(jax.random.key(0), alg, alg.init(jax.random.key(5), jnp.zeros(x.shape[1])), 1500)
     kl_opt_mf = 0.5 * (np.sum(np.log(np.diag(lam))) - np.linalg.slogdet(lam)[1])
     assert float(state.q.kl_mvn(mu, sigma)) < 0.5 * kl_opt_mf
 
@@ -179,7 +179,7 @@ def _nan_logdensity(theta, scale):
 def test_nan_skip_and_raise_report_step():
     batches = jnp.array([1.0, 1.0, 1.0, jnp.nan, 1.0])
     alg = vi.meanfield_vi(_nan_logdensity, optax.adam(1e-1))
-    state = alg.init(jnp.ones(3), batch=1.0)
+    state = alg.init(jax.random.key(0), jnp.ones(3), batch=1.0)
     step = jax.jit(alg.step)
     for t, b in enumerate(batches):
         before = state.q
@@ -192,20 +192,20 @@ def test_nan_skip_and_raise_report_step():
     assert all(bool(jnp.isfinite(v).all()) for v in jax.tree.leaves(state.q))
 
     strict = vi.meanfield_vi(_nan_logdensity, optax.adam(1e-1), nan_policy="raise")
-    state = strict.init(jnp.ones(3), batch=1.0)
+    state = strict.init(jax.random.key(0), jnp.ones(3), batch=1.0)
     for t in range(3):
         state, _ = strict.step(jax.random.key(t), state, 1.0)
     with pytest.raises(FloatingPointError, match="step 3"):
         strict.step(jax.random.key(3), state, jnp.nan)
     # under jit the state freezes and fit/raise_if_nonfinite report the step
     jstep = jax.jit(strict.step)
-    state = strict.init(jnp.ones(3), batch=1.0)
+    state = strict.init(jax.random.key(0), jnp.ones(3), batch=1.0)
     for t, b in enumerate(batches):
         state, _ = jstep(jax.random.key(t), state, b)
     with pytest.raises(FloatingPointError, match="step 3"):
         vi.raise_if_nonfinite(state)
     with pytest.raises(FloatingPointError, match="step 0"):
-        vi.fit(jax.random.key(0), strict, strict.init(jnp.ones(3), batch=1.0), 3, data=jnp.nan)
+        vi.fit(jax.random.key(0), strict, strict.init(jax.random.key(0), jnp.ones(3), batch=1.0), 3, data=jnp.nan)
 
 
 def test_skip_guards_the_gradient_raise_also_the_objective():
@@ -213,12 +213,12 @@ def test_skip_guards_the_gradient_raise_also_the_objective():
     # (the state stays finite), "raise" reports the step.
     logp = lambda theta, b: -0.5 * jnp.sum(theta**2) + jnp.log(b)
     skip = vi.meanfield_vi(logp, optax.adam(1e-1))
-    state, info = jax.jit(skip.step)(jax.random.key(0), skip.init(jnp.ones(2), batch=1.0), -1.0)
+    state, info = jax.jit(skip.step)(jax.random.key(0), skip.init(jax.random.key(0), jnp.ones(2), batch=1.0), -1.0)
     assert bool(info.finite) and int(state.num_skipped) == 0 and not bool(jnp.isfinite(info.objective))
     assert all(bool(jnp.isfinite(v).all()) for v in jax.tree.leaves(state.q))
     strict = vi.meanfield_vi(logp, optax.adam(1e-1), nan_policy="raise")
     with pytest.raises(FloatingPointError, match="step 0"):
-        strict.step(jax.random.key(0), strict.init(jnp.ones(2), batch=1.0), -1.0)
+        strict.step(jax.random.key(0), strict.init(jax.random.key(0), jnp.ones(2), batch=1.0), -1.0)
 
 
 def test_guarded_step_equals_the_plain_optax_update():
@@ -236,7 +236,7 @@ def test_guarded_step_equals_the_plain_optax_update():
             updates, opt_state = opt.update(grads, st.opt_state, st.q)
             return (optax.apply_updates(st.q, updates), opt_state), alg.step(k, st)
 
-        state = alg.init({"a": jnp.zeros(3), "b": jnp.ones(2)})
+        state = alg.init(jax.random.key(0), {"a": jnp.zeros(3), "b": jnp.ones(2)})
         for k in keys:
             expected, (state, info) = both(k, state)
             assert bool(info.finite)
@@ -253,17 +253,17 @@ def test_bad_inputs_raise_clear_errors(key):
     logp = lambda w: jnp.where(w[0] > 0, -0.5 * jnp.sum(w**2), -jnp.inf)
     alg = vi.meanfield_vi(logp, optax.adam(1e-2))
     with pytest.raises(ValueError, match="not finite at the initial position"):
-        alg.init(-jnp.ones(2))
-    state = alg.init(jnp.ones(2))
+        alg.init(key, -jnp.ones(2))
+    state = alg.init(key, jnp.ones(2))
     changed = state._replace(q=vi.meanfield_init({"w": jnp.ones(2)}))
     with pytest.raises(ValueError, match="structure changed"):
         alg.step(key, changed)
     loglik = lambda w, b: -0.5 * (b - w[0]) ** 2
     mb = vi.meanfield_vi(loglik, optax.adam(1e-2), num_data=4)
     with pytest.raises(ValueError, match="larger than num_data"):
-        mb.step(key, mb.init(jnp.ones(2)), jnp.ones(8))
+        mb.step(key, mb.init(key, jnp.ones(2)), jnp.ones(8))
     with pytest.raises(ValueError, match="larger than the data set"):
-        vi.fit(key, mb, mb.init(jnp.ones(2)), 2, data=jnp.ones(4), batch_size=5)
+        vi.fit(key, mb, mb.init(key, jnp.ones(2)), 2, data=jnp.ones(4), batch_size=5)
     with pytest.raises(ValueError, match="family"):
         vi.gaussian_vi(logp, optax.adam(1e-2), family="diagonal")
     with pytest.raises(ValueError, match="alpha"):
@@ -271,13 +271,13 @@ def test_bad_inputs_raise_clear_errors(key):
     with pytest.raises(ValueError, match="init_scale"):
         vi.meanfield_init(jnp.ones(2), init_scale=0.0)
     with pytest.raises(ValueError, match="scalar"):
-        vi.meanfield_vi(lambda w: w, optax.adam(1e-2)).init(jnp.ones(2))
+        vi.meanfield_vi(lambda w: w, optax.adam(1e-2)).init(key, jnp.ones(2))
 
 
 def test_jit_vmap_grad_and_eager_agree(key):
     logp = lambda w: -0.5 * jnp.sum((w - 1.0) ** 2)
     alg = vi.fullrank_vi(logp, optax.adam(1e-2), num_samples=3)
-    state = alg.init(jnp.zeros(3))
+    state = alg.init(key, jnp.zeros(3))
     eager, _ = alg.step(key, state)
     jitted, _ = jax.jit(alg.step)(key, state)
     for a, b in zip(jax.tree.leaves(eager), jax.tree.leaves(jitted), strict=True):
@@ -317,7 +317,7 @@ def test_data_parallel_elbo_gradient_on_8_devices_equals_single_device(mesh8, ke
 def test_pmap_step_matches_per_device_step(key):
     logp = lambda w: -0.5 * jnp.sum((w - 2.0) ** 2)
     alg = vi.meanfield_vi(logp, optax.adam(1e-2), num_samples=2)
-    state = alg.init(jnp.zeros(2))
+    state = alg.init(key, jnp.zeros(2))
     n = jax.local_device_count()
     keys = jax.random.split(key, n)
     stacked = jax.tree.map(lambda v: jnp.broadcast_to(v, (n, *jnp.shape(v))), state)
@@ -325,3 +325,35 @@ def test_pmap_step_matches_per_device_step(key):
     for i in range(n):
         ref, _ = alg.step(keys[i], state)
         np.testing.assert_allclose(out.q.mean[i], ref.q.mean, rtol=1e-6, atol=1e-7)
+
+
+def test_old_distribution_constructors_warn_and_build_the_distribution():
+    # vi.MeanField / LowRank / FullRank used to be the distributions; with their fields they still build one.
+    m, d = jnp.zeros(3), jnp.full(3, -1.0)
+    with pytest.warns(DeprecationWarning, match="MeanFieldNormal"):
+        q = vi.MeanField(m, d)
+    assert isinstance(q, vi.MeanFieldNormal) and q == vi.MeanFieldNormal(m, d)
+    with pytest.warns(DeprecationWarning, match="MeanFieldNormal"):
+        assert isinstance(vi.MeanField(mean=m, log_scale=d), vi.MeanFieldNormal)
+    with pytest.warns(DeprecationWarning, match="LowRankNormal"):
+        q = vi.LowRank(m, d, jnp.ones((3, 1)))
+    assert isinstance(q, vi.LowRankNormal)
+    np.testing.assert_allclose(q.covariance(), jnp.diag(jnp.exp(2 * d)) + 1.0)
+    with pytest.warns(DeprecationWarning, match="FullRankNormal"):
+        q = vi.FullRank(m, d, jnp.zeros((3, 3)))
+    assert isinstance(q, vi.FullRankNormal)
+    # the family objects themselves build without a warning
+    assert vi.MeanField() == vi.MeanField() and vi.LowRank(rank=2).rank == 2 and vi.LowRank(2).rank == 2
+
+
+def test_old_init_without_key_warns_and_matches_the_keyed_form():
+    logp = lambda w: -0.5 * jnp.sum(w**2)
+    alg = vi.lowrank_vi(logp, optax.adam(1e-2), rank=2)
+    with pytest.warns(DeprecationWarning, match=r"alg.init\(key, position\)"):
+        old = alg.init(jnp.ones(3))
+    new = alg.init(jax.random.key(0), jnp.ones(3))  # the old default key
+    for a, b in zip(jax.tree.leaves(old), jax.tree.leaves(new), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.warns(DeprecationWarning):
+        old = alg.init(jnp.ones(3), key=jax.random.key(5))
+    np.testing.assert_array_equal(old.q.factor, alg.init(jax.random.key(5), jnp.ones(3)).q.factor)
