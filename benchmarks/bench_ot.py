@@ -53,7 +53,7 @@ def _sinkhorn_rows(quick: bool) -> list[dict]:
     else:
         cases = [(n, d, e) for n in (1000, 4000, 16000) for d in (2, 64) for e in (0.01, 0.001)]
     ours = jax.jit(lambda x, y, eps: ot.sinkhorn(ot.pointcloud(x, y), epsilon=eps, relative_epsilon=False,
-                                                 threshold=THRESHOLD, max_iterations=max_iter))
+                                                 tol=THRESHOLD, max_iterations=max_iter))
     solver = ott_sinkhorn.Sinkhorn(threshold=THRESHOLD, max_iterations=max_iter)
     theirs = jax.jit(lambda x, y, eps: solver(linear_problem.LinearProblem(ott_pc.PointCloud(x, y, epsilon=eps))))
     for n, d, rel in cases:
@@ -137,11 +137,11 @@ def _sparse_rows(quick: bool) -> list[dict]:
             solve = jax.jit(lambda c: ot.sparse_ot(c, k=k, gamma=gamma, tol=tol, max_iterations=max_iter))
             cj = jnp.asarray(c)
             t, out = time_fn(solve, cj, repeats=1 if quick else 3)
-            ours_val = float(out.dual_cost)
+            ours_val = float(out.cost)
             rows.append(record("sparse_ot", f"n={n} k={k} dual", "jaxbayes", t, iterations=int(out.n_iters),
                                converged=bool(out.converged), stalled=bool(out.stalled),
                                objective=ours_val, marginal_error=float(out.marginal_error_a + out.marginal_error_b),
-                               max_nnz_per_column=int((np.asarray(out.plan) > 0).sum(0).max())))
+                               max_nnz_per_column=int((np.asarray(out.plan()) > 0).sum(0).max())))
 
         def pot_solve():
             with warnings.catch_warnings():

@@ -48,7 +48,7 @@ def _colour_transfer(outdir: pathlib.Path, n: int, k: int) -> tuple[dict, list[s
     x = src_all[rng.choice(src_all.shape[0], n, replace=False)]
     y = tgt_all[rng.choice(tgt_all.shape[0], n, replace=False)]
 
-    ent = jax.jit(lambda x, y: sinkhorn(pointcloud(x, y), epsilon=0.01, threshold=1e-4,
+    ent = jax.jit(lambda x, y: sinkhorn(pointcloud(x, y), epsilon=0.01, tol=1e-4,
                                         max_iterations=3000))(x, y)
     plan_s = ent.plan()
     mapped_s = (plan_s @ y) / jnp.sum(plan_s, axis=1, keepdims=True)
@@ -56,12 +56,12 @@ def _colour_transfer(outdir: pathlib.Path, n: int, k: int) -> tuple[dict, list[s
     # row sparsity: every source colour goes to at most k target colours (a sparse colour map)
     sp = jax.jit(lambda c: sparse_ot(c, k=k, gamma=0.05 * jnp.mean(c) * n, sparsity="row",
                                      formulation="semi_dual", tol=1e-6, max_iterations=400))(c)
-    plan_k = sp.plan
+    plan_k = sp.plan()
     mapped_k = (plan_k @ y) / jnp.maximum(jnp.sum(plan_k, axis=1, keepdims=True), 1e-12)
 
     full_s = np.asarray(_nearest_map(src_all, x, mapped_s)).reshape(src_img.shape)
     full_k = np.asarray(_nearest_map(src_all, x, mapped_k)).reshape(src_img.shape)
-    div = jax.jit(lambda u, v: sinkhorn_divergence(u, v, epsilon=0.01, threshold=1e-4).divergence)
+    div = jax.jit(lambda u, v: sinkhorn_divergence(u, v, epsilon=0.01, tol=1e-4).divergence)
     before, after_s, after_k = float(div(x, y)), float(div(mapped_s, y)), float(div(mapped_k, y))
 
     fig, axes = plotting.figure(4, 1, size=3.2)
@@ -114,7 +114,7 @@ def _routing(outdir: pathlib.Path, groups: int, tokens: int, experts: int, capac
 
     def route(lg):
         return sparse_ot(-lg, a, b, k=capacity, gamma=0.1, formulation="semi_dual", tol=1e-6,
-                         max_iterations=300).plan
+                         max_iterations=300).plan()
 
     plans = jax.jit(jax.vmap(route))(logits)
     # each token goes to the expert that holds most of its mass (capacity respected by construction)
@@ -166,7 +166,7 @@ def _pseudo_labels(outdir: pathlib.Path, steps: int) -> tuple[dict, list[str]]:
     log_probs = jax.nn.log_softmax(-d2 / jnp.median(d2) * 8.0, axis=1)
     argmax_acc = float(np.mean(np.asarray(jnp.argmax(log_probs, 1)) == ys))
 
-    solve = jax.jit(lambda lp, rho: pseudo_labels(lp, mass=rho, epsilon=0.05, reg_kl=0.05, threshold=1e-6,
+    solve = jax.jit(lambda lp, rho: pseudo_labels(lp, mass=rho, epsilon=0.05, reg_kl=0.05, tol=1e-6,
                                                   max_iterations=3000))
     rows = []
     for step in progress(range(steps + 1), desc="P2OT mass schedule"):

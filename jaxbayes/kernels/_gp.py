@@ -57,6 +57,11 @@ class GPPosterior(NamedTuple):
     cov: Array
     ok: Array
 
+    @property
+    def var(self) -> Array:
+        """The ``(m,)`` marginal variances: ``cov`` itself when ``full_cov=False``, else its diagonal."""
+        return self.cov if self.cov.ndim == 1 else jnp.diagonal(self.cov)
+
 
 class FitResult(NamedTuple):
     """Result of :func:`fit_hyperparameters`: final ``params`` and the ``losses`` after every step."""
@@ -170,12 +175,13 @@ def log_marginal_likelihood(k_train_train: ArrayLike, y_train: ArrayLike, *, noi
     return -0.5 * jnp.sum(z * z) - 0.5 * k_out * logdet - 0.5 * n * k_out * jnp.log(2 * jnp.pi)
 
 
+@renamed_arguments(batch_size="chunk_size")
 def gp_predict_batched(kernel_fn: Callable, conditioned: GPConditioned, x_train: ArrayLike, x_test: ArrayLike,
-                       *, get: str = "nngp", batch_size: int | None = 128, mesh: Mesh | None = None
+                       *, get: str = "nngp", chunk_size: int | None = 128, mesh: Mesh | None = None
                        ) -> GPPosterior:
     """Marginal posterior (mean, variance) at ``x_test`` with kernels computed on the fly, point by point.
 
-    Memory stays ``O(batch_size * n)``: test points are processed in chunks with ``lax.map`` (one device)
+    Memory stays ``O(chunk_size * n)``: test points are processed in chunks with ``lax.map`` (one device)
     or split across ``mesh`` (``data_parallel``); the numbers equal :func:`gp_predict` with
     ``full_cov=False`` (Cholesky solver).
 
@@ -185,7 +191,7 @@ def gp_predict_batched(kernel_fn: Callable, conditioned: GPConditioned, x_train:
       x_train: ``(n, ...)`` training inputs used for ``conditioned``.
       x_test: ``(m, ...)`` test inputs.
       get: ``"nngp"`` or ``"ntk"``: which kernel ``conditioned`` was built from.
-      batch_size: test points per ``lax.map`` step (one device only).
+      chunk_size: test points per ``lax.map`` step (one device only).
       mesh: split the test points across this mesh instead.
     """
     check_choice("get", get, ("nngp", "ntk"))
@@ -208,7 +214,7 @@ def gp_predict_batched(kernel_fn: Callable, conditioned: GPConditioned, x_train:
     if mesh is not None:
         mean, var = data_parallel(one, mesh, in_axes=(0, None, None, None))(x_test, *args)
     else:
-        bs = None if batch_size is None else check_int_range("batch_size", batch_size, 1)
+        bs = None if chunk_size is None else check_int_range("chunk_size", chunk_size, 1)
         mean, var = jax.lax.map(lambda xt: one(xt, *args), x_test, batch_size=bs)
     return GPPosterior(mean, var, conditioned.ok)
 

@@ -3,8 +3,8 @@
 Each entry of a network kernel depends only on its own pair of points (and their own variances), so tiling
 does not change the numbers: block ``(I, J)`` of the tiled result is ``kernel_fn(x1[I], x2[J])``. Rows are
 split across the ``"data"`` axis of a mesh with ``jax.shard_map``; every device computes its row block
-against all of ``x2`` in column tiles of ``block_size`` (``lax.map``), bounding memory per device to
-``rows_per_device x block_size`` kernel entries (times the spatial size for images).
+against all of ``x2`` in column tiles of ``chunk_size`` (``lax.map``), bounding memory per device to
+``rows_per_device x chunk_size`` kernel entries (times the spatial size for images).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
+from jaxbayes._deprecation import renamed_arguments
 from jaxbayes._checks import check_int_range
 from jaxbayes.kernels._kernel import validate_inputs
 from jaxbayes.parallel import DATA_AXIS, pad_to_multiple
@@ -34,12 +35,12 @@ def _tiles(x: Array, size: int) -> tuple[Array, int]:
     return padded.reshape(-1, size, *x.shape[1:]), n
 
 
-def _row_block(kernel_fn: Callable, xa: Array, x2: Array, block_size: int | None) -> KernelMatrices:
+def _row_block(kernel_fn: Callable, xa: Array, x2: Array, chunk_size: int | None) -> KernelMatrices:
     """Kernels of a row block against all of ``x2`` in column tiles (``lax.map`` over tiles)."""
-    if block_size is None or block_size >= x2.shape[0]:
+    if chunk_size is None or chunk_size >= x2.shape[0]:
         k = kernel_fn(xa, x2)
         return KernelMatrices(k.nngp, k.ntk)
-    tiles, m = _tiles(x2, block_size)
+    tiles, m = _tiles(x2, chunk_size)
 
     def one(xb):
         k = kernel_fn(xa, xb)
@@ -53,7 +54,8 @@ def _row_block(kernel_fn: Callable, xa: Array, x2: Array, block_size: int | None
     return KernelMatrices(merge(nngp), merge(ntk))
 
 
-def gram(kernel_fn: Callable, x1: ArrayLike, x2: ArrayLike | None = None, *, block_size: int | None = 256,
+@renamed_arguments(block_size="chunk_size")
+def gram(kernel_fn: Callable, x1: ArrayLike, x2: ArrayLike | None = None, *, chunk_size: int | None = 256,
          mesh: Mesh | None = None, axis_name: str = DATA_AXIS) -> KernelMatrices:
     """The ``(n, m)`` NNGP and NTK Gram matrices of ``kernel_fn`` in tiles, optionally split over a mesh.
 
@@ -62,7 +64,7 @@ def gram(kernel_fn: Callable, x1: ArrayLike, x2: ArrayLike | None = None, *, blo
       x1: inputs ``(n, ...)``.
       x2: inputs ``(m, ...)``; ``x1`` if omitted (the symmetric Gram matrix, whose diagonal is then
         computed from each point's own kernel, exactly as ``kernel_fn(x1)`` does).
-      block_size: tile edge (rows per tile on each device and columns per tile); ``None`` for no tiling.
+      chunk_size: tile edge (rows per tile on each device and columns per tile); ``None`` for no tiling.
       mesh: a mesh whose ``axis_name`` axis splits the rows of ``x1``; the result comes back row-sharded
         over it (``jax.device_get`` or ``np.asarray`` gathers it on the host). ``None``: one device.
       axis_name: the mesh axis to split rows along.
@@ -77,21 +79,21 @@ def gram(kernel_fn: Callable, x1: ArrayLike, x2: ArrayLike | None = None, *, blo
       >>> from jaxbayes.parallel import data_mesh
       >>> net = serial(Dense(1), ReLU(), Dense(1))
       >>> x = jnp.linspace(-1, 1, 10).reshape(5, 2)
-      >>> km = gram(net.kernel_fn, x, block_size=2, mesh=data_mesh(1))
+      >>> km = gram(net.kernel_fn, x, chunk_size=2, mesh=data_mesh(1))
       >>> bool(jnp.allclose(km.nngp, net.kernel_fn(x).nngp, atol=1e-6))
       True
     """
-    if block_size is not None:
-        block_size = check_int_range("block_size", block_size, 1)
+    if chunk_size is not None:
+        chunk_size = check_int_range("chunk_size", chunk_size, 1)
     x1, x2 = validate_inputs(x1, x2)
     symmetric = x2 is None
     x2 = x1 if x2 is None else x2
 
     def rows(xa, xb):
-        if block_size is None or block_size >= xa.shape[0]:
-            return _row_block(kernel_fn, xa, xb, block_size)
-        tiles, n_local = _tiles(xa, block_size)
-        out = jax.lax.map(lambda t: _row_block(kernel_fn, t, xb, block_size), tiles)
+        if chunk_size is None or chunk_size >= xa.shape[0]:
+            return _row_block(kernel_fn, xa, xb, chunk_size)
+        tiles, n_local = _tiles(xa, chunk_size)
+        out = jax.lax.map(lambda t: _row_block(kernel_fn, t, xb, chunk_size), tiles)
         return jax.tree.map(lambda a: a.reshape(-1, a.shape[-1])[:n_local], out)
 
     if mesh is None:
@@ -109,7 +111,7 @@ def gram(kernel_fn: Callable, x1: ArrayLike, x2: ArrayLike | None = None, *, blo
             k = kernel_fn(xi[None])
             return k.nngp[0, 0], k.ntk[0, 0]
 
-        dn, dt = jax.lax.map(own, x1, batch_size=block_size)
+        dn, dt = jax.lax.map(own, x1, batch_size=chunk_size)
         idx = jnp.arange(x1.shape[0])
         out = KernelMatrices(out.nngp.at[idx, idx].set(dn), out.ntk.at[idx, idx].set(dt))
     return out

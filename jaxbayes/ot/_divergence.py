@@ -26,6 +26,7 @@ class SinkhornDivergenceOutput(NamedTuple):
       divergence: :math:`S_\\varepsilon(\\alpha, \\beta)`.
       xy, xx, yy: the three :class:`SinkhornOutput` (cross and the two symmetric problems).
       converged: all three converged.
+      cost, n_iters, error (properties): the divergence, the most iterations and the largest error of the three.
     """
 
     divergence: Array
@@ -33,6 +34,21 @@ class SinkhornDivergenceOutput(NamedTuple):
     xx: SinkhornOutput
     yy: SinkhornOutput
     converged: Array
+
+    @property
+    def cost(self) -> Array:
+        """The divergence (the debiased regularised objective), under the name every OT output uses."""
+        return self.divergence
+
+    @property
+    def n_iters(self) -> Array:
+        """The most iterations any of the three solves ran."""
+        return jnp.maximum(jnp.maximum(self.xy.n_iters, self.xx.n_iters), self.yy.n_iters)
+
+    @property
+    def error(self) -> Array:
+        """The largest final marginal error of the three solves."""
+        return jnp.maximum(jnp.maximum(self.xy.error, self.xx.error), self.yy.error)
 
 
 def sinkhorn_divergence(
@@ -55,7 +71,7 @@ def sinkhorn_divergence(
       epsilon: regularisation (relative to the mean cost of the cross problem unless
         ``relative_epsilon=False``).
       chunk_size: matrix-free chunk size (see :func:`pointcloud`).
-      **sinkhorn_kwargs: passed to :func:`sinkhorn` (threshold, max_iterations, ...).
+      **sinkhorn_kwargs: passed to :func:`sinkhorn` (tol, max_iterations, ...).
 
     Returns:
       A :class:`SinkhornDivergenceOutput`; its ``divergence`` is differentiable in ``x``, ``y``, ``a``, ``b``.

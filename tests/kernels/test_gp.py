@@ -83,7 +83,7 @@ def test_batched_and_sharded_prediction(key, mesh8, x64):
     km = gram(NET.kernel_fn, x)
     cond = gp_condition(km.nngp, y, noise=0.1)
     ref = gp_predict(cond, NET.kernel_fn(xt, x).nngp, jnp.diagonal(NET.kernel_fn(xt).nngp), full_cov=False)
-    one = gp_predict_batched(NET.kernel_fn, cond, x, xt, batch_size=4)
+    one = gp_predict_batched(NET.kernel_fn, cond, x, xt, chunk_size=4)
     eight = jax.jit(lambda c, a, b: gp_predict_batched(NET.kernel_fn, c, a, b, mesh=mesh8))(cond, x, xt)
     for out in (one, eight):
         np.testing.assert_allclose(out.mean, ref.mean, rtol=1e-10, atol=1e-12)
@@ -95,10 +95,10 @@ def test_sharded_gram_equals_unbatched(key, mesh8, x64):
     ref = NET.kernel_fn(x, xt)
     ref_sym = NET.kernel_fn(x)
     for mesh in (None, mesh8):
-        out = jax.jit(lambda a, b, m=mesh: gram(NET.kernel_fn, a, b, block_size=4, mesh=m))(x, xt)
+        out = jax.jit(lambda a, b, m=mesh: gram(NET.kernel_fn, a, b, chunk_size=4, mesh=m))(x, xt)
         np.testing.assert_allclose(np.asarray(out.nngp), ref.nngp, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(np.asarray(out.ntk), ref.ntk, rtol=1e-12, atol=1e-14)
-        sym = jax.jit(lambda a, m=mesh: gram(NET.kernel_fn, a, block_size=4, mesh=m))(x)
+        sym = jax.jit(lambda a, m=mesh: gram(NET.kernel_fn, a, chunk_size=4, mesh=m))(x)
         np.testing.assert_allclose(np.asarray(sym.nngp), ref_sym.nngp, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(np.asarray(sym.ntk), ref_sym.ntk, rtol=1e-12, atol=1e-14)
 

@@ -25,7 +25,7 @@ def sharded_gram_and_prediction() -> dict:
     full_x = jax.make_array_from_callback(x.shape, rep, lambda idx: x[idx])
     gxt = jax.make_array_from_callback(xt.shape, rep, lambda idx: xt[idx])
     gy = jax.make_array_from_callback(y.shape, rep, lambda idx: y[idx])
-    km = jax.jit(lambda a: gram(NET.kernel_fn, a, block_size=2, mesh=mesh), out_shardings=rep)(gx)
+    km = jax.jit(lambda a: gram(NET.kernel_fn, a, chunk_size=2, mesh=mesh), out_shardings=rep)(gx)
 
     def predict(k, yy, a, b):
         cond = gp_condition(k, yy, noise=0.1)

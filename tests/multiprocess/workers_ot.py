@@ -13,7 +13,7 @@ def point_clouds(n: int = 64, m: int = 48, d: int = 3):
 
 
 def solve(x, y):
-    out = ot.sinkhorn(ot.pointcloud(x, y, chunk_size=16), threshold=1e-5, max_iterations=3000)
+    out = ot.sinkhorn(ot.pointcloud(x, y, chunk_size=16), tol=1e-5, max_iterations=3000)
     return out.f, out.g, out.cost, out.n_iters
 
 

@@ -28,7 +28,7 @@ def _setup(ctx):
         ds = datasets.load(p["dataset"], test_fraction=0.2, seed=p["split_seed"])
         x = np.concatenate([ds.x_train, ds.x_test])
         kernel_fn = _network(p["depth"], p["w_std"], p["b_std"]).kernel_fn
-        k = jax.jit(lambda a: gram(kernel_fn, a, block_size=p["block_size"], mesh=ctx.mesh).nngp,
+        k = jax.jit(lambda a: gram(kernel_fn, a, chunk_size=p["chunk_size"], mesh=ctx.mesh).nngp,
                     out_shardings=parallel.replicated_sharding(ctx.mesh))(x)
         n = ds.x_train.shape[0]
         k = np.asarray(k, np.float64)
@@ -114,7 +114,7 @@ JOB_KINDS = {
             "depth": Field(int, 3, positive, "hidden layers"),
             "w_std": Field(float, 1.4, positive, "weight standard deviation"),
             "b_std": Field(float, 0.1, positive, "bias standard deviation"),
-            "block_size": Field(int, 128, positive, "tile edge of the Gram computation"),
+            "chunk_size": Field(int, 128, positive, "tile edge of the Gram computation"),
             "num_units": Field(int, required(), positive, "units of fitting; one unit = steps_per_unit"),
             "steps_per_unit": Field(int, 50, positive, "Adam steps on the log marginal likelihood per unit"),
             "learning_rate": Field(float, 0.05, positive, "Adam step size"),

@@ -30,7 +30,7 @@ def _solver(ctx):
         def solve_one(key):
             x, y, mu, s = _problem(key, p["n"], p["dim"])
             out = sinkhorn(pointcloud(x, y, chunk_size=p["chunk_size"] or None), epsilon=p["epsilon"],
-                           threshold=p["threshold"], max_iterations=p["max_iterations"])
+                           tol=p["tol"], max_iterations=p["max_iterations"])
             w2 = w2_gaussians(jnp.zeros_like(mu), jnp.ones_like(s), mu, s**2)
             return jnp.stack([out.transport_cost, w2, out.n_iters.astype(jnp.float32),
                               out.converged.astype(jnp.float32), out.error])
@@ -96,7 +96,7 @@ JOB_KINDS = {
             "n": Field(int, 256, positive, "points per cloud"),
             "dim": Field(int, 2, positive, "dimension of the points"),
             "epsilon": Field(float, 0.01, positive, "entropic regularisation, relative to the mean cost"),
-            "threshold": Field(float, 1e-3, positive, "stop when the marginal error is below this"),
+            "tol": Field(float, 1e-3, positive, "stop when the marginal error is below this"),
             "max_iterations": Field(int, 2000, positive, "iteration cap per problem"),
             "chunk_size": Field(int, 0, non_negative, "matrix-free chunk size (0: dense cost matrix)"),
         },
