@@ -103,7 +103,7 @@ def run(outdir: pathlib.Path, *, quick: bool) -> list[dict]:
     for n in ([1000, 2000, 4000] if quick else [1000, 2000, 4000, 8000, 16000]):
         x = jnp.asarray(rng.normal(size=(n, 8)), jnp.float32)
         y = jnp.sin(x[:, :1])
-        p = m.init(x[:64], y)
+        p = m.init_params(x[:64], y)
         step = jax.jit(lambda pp, a, b: jax.grad(lambda q: m.objective(q, a, b).objective)(pp))
         t, _ = time_fn(step, p, x, y, repeats=3)
         times[n] = t.median_s

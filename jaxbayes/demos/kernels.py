@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbayes import datasets
+from jaxbayes import base, datasets
 from jaxbayes._progress import progress
 from jaxbayes.demos.plotting import figure, save
 from jaxbayes.kernels import (
@@ -93,8 +93,8 @@ def _regression(name: str, quick: bool) -> dict:
                      "nll": _gauss_nll(np.asarray(pr.mean), np.asarray(pr.cov) + float(jnp.exp(q[1])), yt)}
     # sparse DKM initialised at the NNGP
     m = dkm(dkm_layers(2, W_std=1.4, b_std=0.1), sparse=True, nu=float(x.shape[0]) / 10, noise=s2)
-    fit = jax.jit(lambda p0, a, b: m.fit(p0, a, b, num_steps=40 if quick else 200))
-    params, _ = fit(m.init(x[:: max(1, x.shape[0] // 64)], y), x, y)
+    train = jax.jit(lambda s0, a, b: base.fit(jax.random.key(0), m, s0, 40 if quick else 200, data=(a, b)))
+    params = train(m.init(jax.random.key(0), x[:: max(1, x.shape[0] // 64)], y), x, y)[0].params
     pd = jax.jit(m.predict)(params, x, y, xt)
     nd = float(jnp.exp(params.log_noise))
     out["dkm"] = {"rmse": float(np.sqrt(np.mean((pd.mean[:, 0] - yt) ** 2))),
@@ -171,8 +171,9 @@ def demo(outdir: pathlib.Path, *, quick: bool = False) -> dict:
     xct, yct = jnp.asarray(dg.x_test), np.asarray(dg.y_test)
     m = dkm(dkm_layers(1, W_std=1.4), likelihood="categorical", num_classes=10, nu=1.0,
             optimizer=__import__("optax").adam(2e-2))
-    fit = jax.jit(lambda p0, a, b, k: m.fit(p0, a, b, num_steps=60 if quick else 300, key=k))
-    params, objs = fit(m.init(xc[:: max(1, n_tr // 60)], yc), xc, yc, jax.random.key(0))
+    train = jax.jit(lambda s0, a, b, k: base.fit(k, m, s0, 60 if quick else 300, data=(a, b)))
+    state, infos = train(m.init(jax.random.key(0), xc[:: max(1, n_tr // 60)], yc), xc, yc, jax.random.key(0))
+    params, objs = state.params, infos.objective
     pred = jax.jit(lambda p, a, k: m.predict(p, None, None, a, key=k))(params, xct, jax.random.key(1))
     probs = np.asarray(pred.probs)
     metrics["digits_dkm"] = {"accuracy": float(np.mean(probs.argmax(1) == yct)),

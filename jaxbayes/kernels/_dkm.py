@@ -24,7 +24,8 @@ and an explicit ``q(u) = N(m, S)`` with a Monte-Carlo expected categorical log-l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -32,6 +33,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxbayes._checks import check_choice, check_int_range, check_positive
+from jaxbayes.base import NAN_POLICIES, fit, guarded_update, zero_counters
 from jaxbayes.kernels._combinators import serial
 from jaxbayes.kernels._elementwise import ReLU
 from jaxbayes.kernels._kernel import Kernel, Layer, input_kernel, validate_inputs
@@ -58,20 +60,32 @@ class DKMParams(NamedTuple):
 
 
 class DKMInfo(NamedTuple):
-    """Parts of the objective: ``objective = loglik - sum(nu * kls) - q_kl``."""
+    """Parts of the objective: ``objective = loglik - sum(nu * kls) - q_kl``; from ``step`` also ``finite``
+    (whether the gradient was finite, i.e. the update was applied)."""
 
     objective: Array
     loglik: Array
     kls: Array
     q_kl: Array
+    finite: Array | None = None
 
 
 class DKMState(NamedTuple):
-    """Optimiser state: ``params``, the optax state and the step count."""
+    """State of the DKM algorithm.
+
+    Attributes:
+      params: the :class:`DKMParams`.
+      opt_state: the optax state.
+      step: steps taken (int32).
+      num_skipped: steps whose update was dropped because the gradient was non-finite.
+      nonfinite_step: first such step, ``-1`` if none.
+    """
 
     params: DKMParams
     opt_state: optax.OptState
     step: Array
+    num_skipped: Array
+    nonfinite_step: Array
 
 
 class DKMPrediction(NamedTuple):
@@ -84,13 +98,19 @@ class DKMPrediction(NamedTuple):
 
 
 class DKM(NamedTuple):
-    """A deep kernel machine: ``init``, ``objective``, ``step``, ``fit`` and ``predict`` (see :func:`dkm`)."""
+    """A deep kernel machine as a :class:`jaxbayes.base.Algorithm` (``init``, ``step``, ``nan_policy``) with
+    ``objective``, ``predict`` and ``init_params`` (see :func:`dkm`); ``fit`` is the deprecated loop."""
 
-    init: callable
-    objective: callable
-    step: callable
-    fit: callable
-    predict: callable
+    init: Callable
+    step: Callable
+    nan_policy: str
+    objective: Callable
+    predict: Callable
+    init_params: Callable
+    fit: Callable
+
+
+_MISSING = object()
 
 
 def _chol(a: Array, jitter: float) -> Array:
@@ -124,7 +144,7 @@ def _map_blocks(layer: Layer, g_ii: Array, g_ti: Array | None, g_tt: Array | Non
 def dkm(layers: Sequence[Layer], *, nu: ArrayLike | Sequence[float] = 1.0, sparse: bool = True,
         likelihood: str = "gaussian", num_classes: int | None = None, noise: float = 0.1,
         learn_noise: bool = True, optimizer: optax.GradientTransformation | None = None,
-        jitter: float = 1e-6, num_mc: int = 16) -> DKM:
+        jitter: float = 1e-6, num_mc: int = 16, nan_policy: str = "skip") -> DKM:
     """Build a deep kernel machine.
 
     Args:
@@ -142,21 +162,26 @@ def dkm(layers: Sequence[Layer], *, nu: ArrayLike | Sequence[float] = 1.0, spars
       optimizer: optax optimiser (default ``adam(1e-2)``).
       jitter: relative diagonal jitter for every Cholesky factorisation.
       num_mc: Monte-Carlo samples for the categorical expected log-likelihood and predictive probabilities.
+      nan_policy: ``"skip"`` (drop a step whose gradient is non-finite) or ``"raise"`` (freeze and raise
+        ``FloatingPointError`` naming the step), as for every :class:`jaxbayes.base.Algorithm`.
 
     Returns:
-      :class:`DKM` with
-      ``init(x_inducing, y) -> DKMParams`` (``x_inducing`` = training inputs for the full DKM),
+      :class:`DKM`, an algorithm in the library's contract:
+      ``init(key, x_inducing, y) -> DKMState`` (``x_inducing`` = training inputs for the full DKM; the key is
+      unused: the DKM starts at the NNGP), ``step(key, state, (x, y)) -> (DKMState, DKMInfo)`` (one optimiser
+      step ascending the objective; the key drives the categorical Monte-Carlo term), run by
+      :func:`jaxbayes.base.fit` with ``data=(x, y)``; and
       ``objective(params, x, y, key=None) -> DKMInfo``,
-      ``step(state, x, y, key=None) -> (DKMState, DKMInfo)`` (``state = DKMState(params, opt.init(params), 0)``
-      or ``fit``), ``fit(params, x, y, *, num_steps, key=None) -> (params, objectives)`` and
-      ``predict(params, x_train, y_train, x_test, key=None) -> DKMPrediction``.
+      ``predict(params, x_train, y_train, x_test, key=None) -> DKMPrediction``,
+      ``init_params(x_inducing, y) -> DKMParams``.
 
     Example:
-      >>> import jax.numpy as jnp
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxbayes.base import fit
       >>> x = jnp.linspace(-2, 2, 12)[:, None]; y = jnp.sin(2 * x)
       >>> m = dkm(dkm_layers(1), sparse=True)
-      >>> params, objs = m.fit(m.init(x[::2], y), x, y, num_steps=20)
-      >>> bool(objs[-1] > objs[0])
+      >>> state, infos = fit(jax.random.key(0), m, m.init(jax.random.key(0), x[::2], y), 20, data=(x, y))
+      >>> bool(infos.objective[-1] > infos.objective[0])
       True
     """
     layers = tuple(layers)
@@ -169,6 +194,7 @@ def dkm(layers: Sequence[Layer], *, nu: ArrayLike | Sequence[float] = 1.0, spars
     check_positive("noise", noise)
     check_positive("jitter", jitter, strict=False)
     num_mc = check_int_range("num_mc", num_mc, 1)
+    check_choice("nan_policy", nan_policy, NAN_POLICIES)
     if likelihood == "categorical":
         if not sparse:
             raise ValueError("likelihood='categorical' needs sparse=True (the full DKM is for regression)")
@@ -214,7 +240,7 @@ def dkm(layers: Sequence[Layer], *, nu: ArrayLike | Sequence[float] = 1.0, spars
             kls.append(_kl(lt @ lt.T, _chol(k, jitter), lt))
         return jnp.stack(kls)
 
-    def init(x_inducing: ArrayLike, y: ArrayLike) -> DKMParams:
+    def init_params(x_inducing: ArrayLike, y: ArrayLike) -> DKMParams:
         z, _ = validate_inputs(x_inducing, None)
         g = input_kernel(z).nngp
         chols = []
@@ -306,27 +332,42 @@ def dkm(layers: Sequence[Layer], *, nu: ArrayLike | Sequence[float] = 1.0, spars
         kl = kl + 0.5 * jnp.sum(jax.scipy.linalg.cho_solve((lk, True), params.q_mu) * params.q_mu)
         return mean, jnp.maximum(var, 1e-12), kl
 
-    def step(state: DKMState, x: ArrayLike, y: ArrayLike, key: PRNGKey | None = None):
+    def state_of(params: DKMParams) -> DKMState:
+        return DKMState(params, opt.init(params), *zero_counters())
+
+    def init(key: PRNGKey, x_inducing: ArrayLike, y: ArrayLike = _MISSING) -> DKMState:
+        if y is _MISSING:  # the old init(x_inducing, y) -> DKMParams: deprecated for one release
+            warnings.warn("dkm(...).init(x_inducing, y) is now init(key, x_inducing, y) and returns the state; "
+                          "init_params(x_inducing, y) gives the parameters", DeprecationWarning, stacklevel=2)
+            return init_params(key, x_inducing)
+        del key
+        return state_of(init_params(x_inducing, y))
+
+    def step_fn(key: PRNGKey, state: DKMState, batch: tuple[ArrayLike, ArrayLike]) -> tuple[DKMState, DKMInfo]:
+        x, y = batch
+
         def loss(p):
             info = objective(p, x, y, key)
             return -info.objective, info
 
         (_, info), g = jax.value_and_grad(loss, has_aux=True)(state.params)
-        updates, opt_state = opt.update(g, state.opt_state, state.params)
-        return DKMState(optax.apply_updates(state.params, updates), opt_state, state.step + 1), info
+        new, finite = guarded_update(opt, state, g, info.objective, nan_policy, field="params")
+        return new, info._replace(finite=finite)
 
-    def fit(params: DKMParams, x: ArrayLike, y: ArrayLike, *, num_steps: int = 100,
-            key: PRNGKey | None = None):
-        num_steps = check_int_range("num_steps", num_steps, 1)
+    def step(key, state, batch=None, *old):
+        if isinstance(key, DKMState):  # the old step(state, x, y, key=None): deprecated for one release
+            warnings.warn("dkm(...).step(state, x, y, key) is now step(key, state, (x, y))", DeprecationWarning,
+                          stacklevel=2)
+            return step_fn(old[0] if old else None, key, (state, batch))
+        return step_fn(key, state, batch)
 
-        def body(state, i):
-            k = None if key is None else jax.random.fold_in(key, i)
-            state, info = step(state, x, y, k)
-            return state, info.objective
-
-        state0 = DKMState(params, opt.init(params), jnp.asarray(0))
-        state, objs = jax.lax.scan(body, state0, jnp.arange(num_steps))
-        return state.params, objs
+    def fit_params(params: DKMParams, x: ArrayLike, y: ArrayLike, *, num_steps: int = 100,
+                   key: PRNGKey | None = None):
+        warnings.warn("dkm(...).fit(params, x, y, num_steps=) is now jaxbayes.base.fit(key, m, "
+                      "m.init(key, x_inducing, y), num_steps, data=(x, y))", DeprecationWarning, stacklevel=2)
+        key = jax.random.key(0) if key is None else key
+        state, infos = fit(key, algorithm, state_of(params), num_steps, data=(x, y))
+        return state.params, infos.objective
 
     def predict(params: DKMParams, x_train: ArrayLike, y_train: ArrayLike, x_test: ArrayLike,
                 key: PRNGKey | None = None) -> DKMPrediction:
@@ -357,7 +398,8 @@ def dkm(layers: Sequence[Layer], *, nu: ArrayLike | Sequence[float] = 1.0, spars
         var = k_ss - jnp.sum(t1 * t1, 0) + jnp.sum(t2 * t2, 0)
         return DKMPrediction(mean, var, None)
 
-    return DKM(init, objective, step, fit, predict)
+    algorithm = DKM(init, step, nan_policy, objective, predict, init_params, fit_params)
+    return algorithm
 
 
 def dkm_layers(depth: int = 2, activation: Layer | None = None, *, W_std: float = 1.0,  # noqa: N803

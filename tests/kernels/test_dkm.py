@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxbayes.base import fit
 from jaxbayes.kernels import dkm, dkm_layers, gp_posterior, log_marginal_likelihood, serial
 
 LAYERS = dkm_layers(2, W_std=1.4, b_std=0.2)
@@ -29,7 +30,7 @@ def test_initialisation_is_the_nngp_gp(x64):
     lml = log_marginal_likelihood(NET.kernel_fn(x).nngp, y, noise=0.05, jitter=0.0)
     for sparse in (False, True):
         m = dkm(LAYERS, sparse=sparse, noise=0.05, jitter=1e-9)
-        p = m.init(x, y)
+        p = m.init_params(x, y)
         info = jax.jit(m.objective)(p, x, y)
         np.testing.assert_allclose(info.kls, 0.0, atol=1e-6)
         np.testing.assert_allclose(info.objective, lml, rtol=1e-6)
@@ -42,8 +43,9 @@ def test_sparse_with_training_inducing_points_equals_full(x64):
     x, y, xt = _data()
     full = dkm(LAYERS, sparse=False, noise=0.05, jitter=1e-9, nu=0.5)
     sparse = dkm(LAYERS, sparse=True, noise=0.05, jitter=1e-9, nu=0.5)
-    params, objs = full.fit(full.init(x, y), x, y, num_steps=30)
-    assert objs[-1] > objs[0]
+    state, infos = fit(jax.random.key(0), full, full.init(jax.random.key(0), x, y), 30, data=(x, y))
+    params, objs = state.params, infos.objective
+    assert objs[-1] > objs[0] and bool(infos.finite.all())
     a, b = full.objective(params, x, y), sparse.objective(params, x, y)
     np.testing.assert_allclose(b.objective, a.objective, rtol=1e-5)
     np.testing.assert_allclose(b.kls, a.kls, rtol=1e-5, atol=1e-8)
@@ -59,7 +61,7 @@ def test_large_nu_pins_the_nngp(x64):
     best = {}
     for nu in (1e6, 0.05):
         m = dkm(LAYERS, sparse=True, nu=nu, noise=0.05, learn_noise=False, jitter=1e-9)
-        p = m.init(x[::2], y)
+        p = m.init_params(x[::2], y)
         obj = jax.jit(lambda pp, m=m: m.objective(pp, x, y).objective)
         g = jax.grad(obj)(p)
         norm = jnp.sqrt(sum(jnp.sum(a * a) for a in g.chols))
@@ -76,8 +78,9 @@ def test_classification_and_sharded_prediction(mesh8):
     x = jax.random.normal(jax.random.key(2), (40, 2))
     labels = (x[:, 0] * x[:, 1] > 0).astype(jnp.int32)
     m = dkm(dkm_layers(1), likelihood="categorical", num_classes=2, nu=1.0)
-    p, objs = jax.jit(lambda p0: m.fit(p0, x, labels, num_steps=120, key=jax.random.key(3)))(
-        m.init(x[::4], labels))
+    state, infos = jax.jit(lambda s0: fit(jax.random.key(3), m, s0, 120, data=(x, labels)))(
+        m.init(jax.random.key(0), x[::4], labels))
+    p, objs = state.params, infos.objective
     assert objs[-1] > objs[0]
     pred = jax.jit(lambda pp, a: m.predict(pp, None, None, a, key=jax.random.key(4)))(p, x)
     assert float(jnp.mean(pred.probs.argmax(1) == labels)) > 0.7
@@ -96,8 +99,39 @@ def test_bad_inputs():
         dkm(LAYERS, sparse=False, likelihood="categorical", num_classes=3)
     m = dkm(LAYERS)
     x, y, _ = _data()
-    p = m.init(x[:4], y)
+    p = m.init_params(x[:4], y)
     with pytest.raises(ValueError, match="x1 must be finite"):
         m.objective(p, x.at[0, 0].set(jnp.nan), y)
     with pytest.raises(ValueError, match="per-point shape"):
         m.objective(p, jnp.ones((14, 3)), y)
+    with pytest.raises(ValueError, match="nan_policy"):
+        dkm(LAYERS, nan_policy="ignore")
+
+
+def test_nonfinite_step_is_skipped_or_raised():
+    x, y, _ = _data()
+    bad = y.at[0, 0].set(jnp.nan)
+    m = dkm(LAYERS, noise=0.05)
+    state = m.init(jax.random.key(0), x[:4], y)
+    new, info = m.step(jax.random.key(1), state, (x, bad))
+    assert not bool(info.finite) and int(new.num_skipped) == 1 and int(new.nonfinite_step) == 0
+    for a, b in zip(jax.tree.leaves(new.params), jax.tree.leaves(state.params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    strict = dkm(LAYERS, noise=0.05, nan_policy="raise")
+    with pytest.raises(FloatingPointError, match="step 0"):
+        fit(jax.random.key(1), strict, strict.init(jax.random.key(0), x[:4], y), 3, data=(x, bad))
+
+
+def test_old_forms_warn_and_give_the_same_numbers(x64):
+    x, y, _ = _data()
+    m = dkm(LAYERS, sparse=True, noise=0.05)
+    with pytest.warns(DeprecationWarning, match="init_params"):
+        p = m.init(x[::2], y)
+    with pytest.warns(DeprecationWarning, match="base.fit"):
+        params, objs = m.fit(p, x, y, num_steps=5)
+    state, infos = fit(jax.random.key(0), m, m.init(jax.random.key(0), x[::2], y), 5, data=(x, y))
+    np.testing.assert_allclose(objs, infos.objective, rtol=1e-12)
+    with pytest.warns(DeprecationWarning, match=r"step\(key, state"):
+        old, _ = m.step(m.init(jax.random.key(0), x[::2], y), x, y)
+    new, _ = m.step(None, m.init(jax.random.key(0), x[::2], y), (x, y))
+    np.testing.assert_allclose(old.params.chols[0], new.params.chols[0], rtol=1e-12)
