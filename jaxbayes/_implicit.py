@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxbayes.typing import PyTree
 
@@ -37,6 +38,24 @@ class LinearSolve(NamedTuple):
     max_iterations: int = 100
     ridge: float = 1e-6
     tol: float = 1e-5
+
+
+def implicit_tol(cg_tol: float | None, forward_tol: float, dtype: Any) -> float:
+    """The conjugate-gradient tolerance of a backward pass: ``cg_tol`` when given; otherwise the forward
+    solve's own tolerance (its answer is no more accurate than that, and a looser solve would make the gradient
+    less accurate than the answer), at most ``1e-5`` and at least 10 machine epsilons of ``dtype``.
+
+    Example:
+      >>> import numpy as np
+      >>> implicit_tol(None, 1e-13, np.float64), implicit_tol(None, 1e-3, np.float32), implicit_tol(1e-8, 1e-3, float)
+      (1e-13, 1e-05, 1e-08)
+    """
+    if cg_tol is not None:
+        if not (float(cg_tol) > 0 and np.isfinite(float(cg_tol))):
+            raise ValueError(f"cg_tol must be finite and > 0, got {cg_tol!r}")
+        return float(cg_tol)
+    floor = 10 * float(jnp.finfo(dtype).eps)
+    return float(max(min(float(forward_tol), 1e-5), floor))
 
 
 def implicit_vjp(residual: Callable[[PyTree, PyTree], PyTree], theta: PyTree, x: PyTree, v: PyTree,
@@ -79,7 +98,8 @@ def root_solve(solver: Callable[[Any, PyTree, PyTree], Any], residual_of: Callab
     """Wrap ``solver(config, theta, x0) -> (x, *aux)`` so that ``x`` is differentiated implicitly in ``theta``.
 
     ``config`` is static (hashable); ``residual_of(config)`` is the residual ``R(theta, x)``, ``solve_of(config)``
-    the :class:`LinearSolve`, ``project_of(config)`` an optional null-space projection. ``theta`` enters the
+    the :class:`LinearSolve`, ``project_of(config)`` an optional null-space projection ``project(theta, v)``
+    (it may depend on ``theta``, e.g. on which weights are zero). ``theta`` enters the
     forward solve under ``stop_gradient``; ``x0`` and the auxiliary outputs get no gradient.
 
     Example:
@@ -101,6 +121,8 @@ def root_solve(solver: Callable[[Any, PyTree, PyTree], Any], residual_of: Callab
     def bwd(config, res, cts):
         theta, x, x0 = res
         project = None if project_of is None else project_of(config)
+        if project is not None:
+            project = functools.partial(project, theta)
         g = implicit_vjp(residual_of(config), theta, x, cts[0], solve_of(config), project=project)
         return g, jax.tree.map(jnp.zeros_like, x0)
 
@@ -108,4 +130,4 @@ def root_solve(solver: Callable[[Any, PyTree, PyTree], Any], residual_of: Callab
     return run
 
 
-__all__ = ["LinearSolve", "implicit_vjp", "root_solve"]
+__all__ = ["LinearSolve", "implicit_tol", "implicit_vjp", "root_solve"]

@@ -71,6 +71,7 @@ class SolverConfig(NamedTuple):
     balanced: bool
     cg_iterations: int
     cg_ridge: float
+    cg_tol: float
 
 
 def solve(config: SolverConfig, theta, f0, g0):

@@ -11,7 +11,7 @@ from scipy.stats import norm
 from jaxbayes import ot
 
 _STATIC = ("relative_epsilon", "tol", "max_iterations", "min_iterations", "fixed_iterations",
-           "epsilon_scaling", "cg_iterations", "cg_ridge")
+           "epsilon_scaling", "cg_iterations", "cg_ridge", "cg_tol")
 # jit once per configuration: eager calls would compile the solver loop on every call.
 sinkhorn = jax.jit(ot.sinkhorn, static_argnames=_STATIC)
 
@@ -136,7 +136,7 @@ def test_implicit_gradients_match_finite_differences(x64, tau, chunk):
 
     def loss(x):
         out = sinkhorn(ot.pointcloud(x, y, chunk_size=chunk), epsilon=0.2, tau_a=tau, tau_b=tau,
-                          tol=1e-12, max_iterations=10000, cg_ridge=1e-10)
+                          tol=1e-12, max_iterations=10000)
         return jnp.dot(out.f, w1) + jnp.dot(out.g, w2) + 10 * jnp.sum(out.apply(probe) ** 2) + out.cost
 
     d = jax.random.normal(jax.random.key(5), x.shape)
