@@ -108,8 +108,9 @@ def _gaussian_cases(name, logp, numpyro_model, d, steps, lr, num_samples, repeat
         guide = (AutoNormal if family == "meanfield" else AutoMultivariateNormal)(numpyro_model, init_scale=init_scale)
         svi, np_state, np_step = _numpyro_svi(numpyro_model, guide, numpyro.optim.optax_to_numpyro(optax.adam(sched)),
                                               num_samples)
-        timed = _timed_runs_interleaved({"jaxbayes": (alg.step, alg.init(x0)), "blackjax": (bj.step, bj_state),
-                                         "numpyro": (np_step, np_state)}, steps, repeats=repeats)
+        timed = _timed_runs_interleaved({"jaxbayes": (alg.step, alg.init(jax.random.key(0), x0)),
+                                         "blackjax": (bj.step, bj_state), "numpyro": (np_step, np_state)},
+                                        steps, repeats=repeats)
         t, st = timed["jaxbayes"]
         rows.append(record(BENCH, f"{name}/{family}", "jaxbayes", t, steps=steps, **evaluate(st.q)))
         t, st = timed["blackjax"]

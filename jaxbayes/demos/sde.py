@@ -75,7 +75,7 @@ def demo(outdir: pathlib.Path, *, quick: bool = False) -> dict:
                             optax.adam(optax.cosine_decay_schedule(2e-3, num_steps, 0.1)),
                             ema_decay=0.99 if quick else 0.999)
     step = jax.jit(trainer.step)
-    state = trainer.init(params)
+    state = trainer.init(jax.random.fold_in(key, -1 % 2**31), params)
     losses = []
     for i in progress(range(num_steps), desc="train score model"):
         k_batch, k_step = jax.random.split(jax.random.fold_in(key, i))

@@ -122,7 +122,8 @@ def logistic_regression(outdir: pathlib.Path, *, quick: bool) -> dict:
     steps = 600 if quick else 3000
     alg = fullrank_vi(loglik, optax.adam(optax.cosine_decay_schedule(2e-2, steps, 0.01)), num_samples=8,
                       prior=GaussianPrior(0.0, 1.0))
-    state, infos = jax.jit(lambda s: fit(jax.random.key(0), alg, s, steps))(alg.init(jnp.zeros(x.shape[1])))
+    state, infos = jax.jit(lambda s: fit(jax.random.key(0), alg, s, steps))(
+        alg.init(jax.random.key(2), jnp.zeros(x.shape[1])))
     draws = alg.sample(jax.random.key(1), state, 2000)
     p = jax.nn.sigmoid(draws @ xt.T)  # (S, n_test)
     p_mean, p_sd = p.mean(0), p.std(0)

@@ -30,7 +30,7 @@ def run_steps(batch, num_steps: int = 3, *, out_shardings=None):
     x, _ = batch
     alg = algorithm(4 * x.shape[0])  # the batch is a quarter of a notional data set of 4x its size
     step = jax.jit(alg.step, out_shardings=out_shardings)
-    state = alg.init(jnp.zeros(x.shape[1], jnp.float32))
+    state = alg.init(jax.random.key(100), jnp.zeros(x.shape[1], jnp.float32))
     objectives = []
     for t in range(num_steps):
         state, info = step(jax.random.key(t), state, batch)

@@ -58,7 +58,7 @@ def _setup(ctx):
 def _init(ctx):
     _, _, model, _, trainer, _, dim = _setup(ctx)
     params = model.init(jax.random.fold_in(ctx.key, 2**31 - 1), jnp.zeros(dim), 0.5)
-    return {"train": trainer.init(params), "loss": jnp.zeros((), jnp.float32)}
+    return {"train": trainer.init(jax.random.fold_in(ctx.key, 2**31 - 2), params), "loss": jnp.zeros((), jnp.float32)}
 
 
 def _step(ctx, state, i):

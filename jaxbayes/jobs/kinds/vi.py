@@ -53,7 +53,8 @@ def _algorithm(ctx, num_features: int, num_classes: int):
 
 def _init(ctx):
     _, data, _, alg, zeros, _ = _setup(ctx)
-    return alg.init(zeros, batch=data)
+    # the init key (a low-rank factor's draw) is folded off the run key, apart from fit's steps and _finish's -1
+    return alg.init(jax.random.fold_in(ctx.key, -2 % 2**31), zeros, batch=data)
 
 
 def _step(ctx, state, i):
