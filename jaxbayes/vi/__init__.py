@@ -1,5 +1,6 @@
 """Variational inference: Gaussian families and objectives as objects, one VI algorithm over any optax
-optimiser, Bayesian neural networks, sparse subspace VI (SSVI), Laplace and Fisher merging.
+optimiser, Bayesian neural networks, sparse subspace VI (SSVI), Laplace (MAP, full / diagonal / KFAC / last-layer
+curvature, log evidence, prior tuning, predictives) and Fisher merging.
 
 Families (``MeanField()``, ``LowRank(rank=)``, ``FullRank()``) build the distributions ``MeanFieldNormal``,
 ``LowRankNormal``, ``FullRankNormal``; objectives are ``ELBO()`` and ``Renyi(alpha=)``. Every algorithm is a
@@ -38,6 +39,25 @@ from jaxbayes.vi._gaussian_vi import meanfield_vi as meanfield_vi
 from jaxbayes.vi._laplace import diagonal_fisher as diagonal_fisher
 from jaxbayes.vi._laplace import fisher_merge as fisher_merge
 from jaxbayes.vi._laplace import laplace as laplace
+from jaxbayes.vi._laplace_kfac import DenseLayer as DenseLayer
+from jaxbayes.vi._laplace_kfac import KFACCurvature as KFACCurvature
+from jaxbayes.vi._laplace_kfac import LaplaceKFAC as LaplaceKFAC
+from jaxbayes.vi._laplace_map import MAPResult as MAPResult
+from jaxbayes.vi._laplace_map import find_map as find_map
+from jaxbayes.vi._laplace_posterior import LaplacePosterior as LaplacePosterior
+from jaxbayes.vi._laplace_posterior import PriorPrecisionResult as PriorPrecisionResult
+from jaxbayes.vi._laplace_posterior import laplace_posterior as laplace_posterior
+from jaxbayes.vi._laplace_posterior import tune_prior_precision as tune_prior_precision
+from jaxbayes.vi._laplace_predictive import glm_predictive_moments as glm_predictive_moments
+from jaxbayes.vi._laplace_predictive import laplace_predictive as laplace_predictive
+from jaxbayes.vi._laplace_structure import LaplaceStructure as LaplaceStructure
+from jaxbayes.vi._laplace_structures import STRUCTURES as STRUCTURES
+from jaxbayes.vi._laplace_structures import DiagCurvature as DiagCurvature
+from jaxbayes.vi._laplace_structures import FullCurvature as FullCurvature
+from jaxbayes.vi._laplace_structures import LaplaceDiag as LaplaceDiag
+from jaxbayes.vi._laplace_structures import LaplaceFull as LaplaceFull
+from jaxbayes.vi._laplace_structures import LaplaceLastLayer as LaplaceLastLayer
+from jaxbayes.vi._laplace_structures import as_structure as as_structure
 from jaxbayes.vi._lowrank import LowRank as LowRank
 from jaxbayes.vi._lowrank import LowRankNormal as LowRankNormal
 from jaxbayes.vi._lowrank import lowrank_init as lowrank_init
@@ -69,30 +89,44 @@ from jaxbayes.vi._state import VIState as VIState
 __all__ = [
     "BNNAlgorithm",
     "CRITERIA",
+    "DenseLayer",
+    "DiagCurvature",
     "ELBO",
     "FAMILIES",
+    "FullCurvature",
     "FullRank",
     "FullRankNormal",
     "GaussianPrior",
+    "KFACCurvature",
     "LIKELIHOODS",
+    "LaplaceDiag",
+    "LaplaceFull",
+    "LaplaceKFAC",
+    "LaplaceLastLayer",
+    "LaplacePosterior",
+    "LaplaceStructure",
     "LowRank",
     "LowRankNormal",
+    "MAPResult",
     "METHODS",
     "MeanField",
     "MeanFieldNormal",
     "OBJECTIVES",
     "Objective",
     "ObjectiveTerms",
+    "PriorPrecisionResult",
     "Renyi",
     "SSVIAlgorithm",
     "SSVIInfo",
     "SSVIState",
+    "STRUCTURES",
     "VIAlgorithm",
     "VIInfo",
     "VIState",
     "VariationalFamily",
     "as_family",
     "as_objective",
+    "as_structure",
     "bnn_apply",
     "bnn_init",
     "bnn_objective",
@@ -100,14 +134,18 @@ __all__ = [
     "diagonal_fisher",
     "drop_fraction_schedule",
     "elbo",
+    "find_map",
     "fisher_merge",
     "fit",
     "folded_normal_moments",
     "fullrank_init",
     "fullrank_vi",
     "gaussian_vi",
+    "glm_predictive_moments",
     "guarded_update",
     "laplace",
+    "laplace_posterior",
+    "laplace_predictive",
     "log_likelihood",
     "lowrank_init",
     "lowrank_vi",
@@ -124,4 +162,5 @@ __all__ = [
     "sparsity_report",
     "ssvi",
     "swap_weights",
+    "tune_prior_precision",
 ]
