@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxbayes._checks import check_floating, check_int_range, check_ndim
+from jaxbayes._checks import check_finite, check_floating, check_int_range, check_ndim
 from jaxbayes.ot._costs import Cost, SqEuclidean, as_cost
 from jaxbayes.typing import Array, ArrayLike
 
@@ -178,7 +178,8 @@ def pointcloud(x: ArrayLike, y: ArrayLike | None = None, *, cost: Any = "sqeucli
     """Geometry between two point clouds.
 
     Args:
-      x: source points, shape ``(n, d)``.
+      x: source points, shape ``(n, d)``, ``n >= 1``, finite (NaN or inf raise ``ValueError`` naming the
+        argument when the points are concrete; traced points under ``jit`` are not inspected).
       y: target points, shape ``(m, d)``; ``None`` means ``y = x``.
       cost: a name (``"sqeuclidean"``, ``"euclidean"``, ``"cosine"``), a :class:`Cost`, an ott-jax
         ``CostFn`` or a function of two points.
@@ -200,6 +201,8 @@ def pointcloud(x: ArrayLike, y: ArrayLike | None = None, *, cost: Any = "sqeucli
     check_ndim("y", y, 2)
     check_floating("x", x)
     check_floating("y", y)
+    _check_points("x", x)
+    _check_points("y", y)
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same number of features, got x {x.shape} and y {y.shape}")
     if chunk_size is not None:
@@ -208,7 +211,7 @@ def pointcloud(x: ArrayLike, y: ArrayLike | None = None, *, cost: Any = "sqeucli
 
 
 def costmatrix(cost_matrix: ArrayLike) -> Geometry:
-    """Geometry from a dense ``(n, m)`` cost matrix.
+    """Geometry from a dense ``(n, m)`` cost matrix (``n, m >= 1``; finite when concrete, else ``ValueError``).
 
     Example:
       >>> costmatrix([[0.0, 1.0], [1.0, 0.0]]).shape
@@ -217,7 +220,18 @@ def costmatrix(cost_matrix: ArrayLike) -> Geometry:
     c = jnp.asarray(cost_matrix)
     check_ndim("cost_matrix", c, 2)
     check_floating("cost_matrix", c)
+    if 0 in c.shape:
+        raise ValueError(f"cost_matrix must have at least one row and one column, got shape {c.shape}")
+    check_finite("cost_matrix", c)
     return Geometry(None, None, c, SqEuclidean(), None)
+
+
+def _check_points(name: str, pts: Array) -> None:
+    """The checks every solver relies on, once at construction: at least one point, finite coordinates
+    (checked when concrete; under ``jit`` traced points are not inspected and non-finite ones give NaN)."""
+    if pts.shape[0] == 0:
+        raise ValueError(f"{name} must contain at least one point, got shape {pts.shape}")
+    check_finite(name, pts)
 
 
 def as_geometry(geom: Any) -> Geometry:

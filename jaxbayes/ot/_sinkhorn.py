@@ -178,7 +178,10 @@ def sinkhorn(
         an ott-jax geometry, or a :class:`Problem` (then ``a``, ``b``, ``tau_a``, ``tau_b`` are its own).
       a: source weights ``(n,)``, non-negative (zeros allowed); default uniform ``1/n``.
       b: target weights ``(m,)``; default uniform ``1/m``.
-      epsilon: entropic regularisation, ``> 0``. With ``relative_epsilon`` (default) it is multiplied by
+      epsilon: entropic regularisation, ``> 0``: ``0``, negative or non-finite values raise ``ValueError``
+        when ``epsilon`` is concrete (a Python float, also inside ``jit``); a traced ``epsilon <= 0`` (an
+        argument of a jitted function) cannot raise, and makes every output NaN (``converged`` False). With
+        ``relative_epsilon`` (default) it is multiplied by
         the cost scale, the unweighted mean of the cost matrix (:meth:`Geometry.cost_scale`).
       relative_epsilon: interpret ``epsilon`` relative to the cost scale. The scale then depends on the
         points and is differentiated too; use ``relative_epsilon=False`` for a fixed absolute epsilon (e.g.
@@ -229,6 +232,8 @@ def sinkhorn(
     work = prob.geom.dense_or_self()
     scale = work.cost_scale()
     eps = jnp.asarray(epsilon, dtype) * (scale if relative_epsilon else 1.0)
+    # a traced epsilon escapes check_positive: eps <= 0 then gives NaN outputs (documented), never a silent answer
+    eps = jnp.where(jnp.asarray(epsilon) > 0, eps, jnp.nan)
     config = SolverConfig(float(tol), max_iterations, min_iterations, bool(fixed_iterations),
                           epsilon_scaling is not None, float(epsilon_scaling or 1.0), balanced, cg_iterations,
                           float(cg_ridge), implicit_tol(cg_tol, tol, dtype))

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxbayes._checks import check_choice, check_finite, check_int_range, check_positive
+from jaxbayes._checks import check_choice, check_int_range, check_positive
 from jaxbayes._implicit import LinearSolve, implicit_tol, root_solve
 from jaxbayes.ot._geometry import as_geometry
 from jaxbayes.ot._minimize import minimize
@@ -279,8 +279,7 @@ def sparse_ot(
     """
     prob = as_problem(geom, a, b, equal_mass=True)
     a, b = prob.a, prob.b
-    c = prob.geom.materialize().cost_matrix
-    check_finite("cost matrix", c)
+    c = prob.geom.materialize().cost_matrix  # finite: checked by the geometry's constructor
     check_choice("sparsity", sparsity, ("column", "row"))
     check_choice("formulation", formulation, ("dual", "semi_dual"))
     check_choice("method", method, ("lbfgs", "adam"))

@@ -1,5 +1,6 @@
 """Bad input raises clear errors that name the argument."""
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -95,3 +96,43 @@ def test_partial_and_analytic_errors():
         ot.analytic.w2_gaussians([0.0, 0.0], jnp.eye(2), [0.0, 0.0], jnp.ones((2, 3)))
     with pytest.raises(ValueError, match="k must be in"):
         ot.sparse_simplex_projection(jnp.ones(3), 4)
+
+
+@pytest.mark.parametrize("name", ["x", "y"])
+@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf])
+def test_non_finite_points_name_the_argument(name, bad):
+    pts = {"x": X, "y": Y}
+    pts[name] = pts[name].at[1, 0].set(bad)
+    with pytest.raises(ValueError, match=f"{name} must be finite"):
+        ot.sinkhorn(ot.pointcloud(pts["x"], pts["y"]))
+
+
+def test_non_finite_cost_matrix_names_the_argument():
+    c = jnp.ones((4, 3)).at[2, 1].set(jnp.nan)
+    for solver in (ot.sinkhorn, lambda c: ot.sparse_ot(c, k=2), ot.quadratic_ot):
+        with pytest.raises(ValueError, match="cost_matrix must be finite"):
+            solver(c)
+
+
+@pytest.mark.parametrize(("x", "y", "match"), [(jnp.zeros((0, 2)), Y, "x must contain at least one point"),
+                                               (X, jnp.zeros((0, 2)), "y must contain at least one point")])
+def test_empty_point_cloud_names_the_argument(x, y, match):
+    with pytest.raises(ValueError, match=match):
+        ot.sinkhorn(ot.pointcloud(x, y))
+
+
+def test_empty_cost_matrix():
+    with pytest.raises(ValueError, match="cost_matrix must have at least one row and one column"):
+        ot.sinkhorn(jnp.zeros((0, 3)))
+
+
+@pytest.mark.parametrize("eps", [0.0, -1.0])
+def test_epsilon_static_under_jit_raises(eps):
+    with pytest.raises(ValueError, match="epsilon must be finite and > 0"):
+        jax.jit(lambda x: ot.sinkhorn(ot.pointcloud(x, Y), epsilon=eps).cost)(X)
+
+
+@pytest.mark.parametrize("eps", [0.0, -1.0])
+def test_epsilon_traced_nonpositive_gives_nan(eps):
+    out = jax.jit(lambda e: ot.sinkhorn(ot.pointcloud(X, Y), epsilon=e))(eps)
+    assert bool(jnp.isnan(out.cost)) and bool(jnp.all(jnp.isnan(out.f))) and not bool(out.converged)
