@@ -85,7 +85,7 @@ def run(outdir: pathlib.Path, *, quick: bool) -> list[dict]:
 
     cases = {"mean": (jax.jit(lambda a, b, c: ours_post(a, b, c).mean),
                       jax.jit(lambda a, b, c: theirs_post(a, b, c).loc)),
-             "mean+var": (jax.jit(lambda a, b, c: (lambda p: (p.mean, p.cov))(ours_post(a, b, c))),
+             "mean+var": (jax.jit(lambda a, b, c: (lambda p: (p.mean, p.var))(ours_post(a, b, c))),
                           jax.jit(lambda a, b, c: (lambda g: (g.loc, g.variance))(theirs_post(a, b, c))))}
     for label, (ours, theirs) in cases.items():
         t, r1 = time_fn(ours, x, y, xt, repeats=5)

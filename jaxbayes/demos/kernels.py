@@ -70,7 +70,7 @@ def _regression(name: str, quick: bool) -> dict:
     s2 = _fit_noise(k, y)
     p = gp_posterior(k, y, kx, kss, noise=s2, full_cov=False)
     out["nngp"] = {"rmse": float(np.sqrt(np.mean((p.mean - yt) ** 2))),
-                   "nll": _gauss_nll(np.asarray(p.mean), np.asarray(p.cov) + s2, yt)}
+                   "nll": _gauss_nll(np.asarray(p.mean), np.asarray(p.var) + s2, yt)}
     # Student-t process with fitted (alpha, beta); noise relative to the scale
     kscale = float(jnp.mean(jnp.diagonal(k)))
     a, b, _ = _fit_t(k / kscale, y, s2 / kscale)
@@ -90,7 +90,7 @@ def _regression(name: str, quick: bool) -> dict:
     pr = gp_posterior(rbf.kernel_fn(x).nngp, y, rbf.kernel_fn(xt, x).nngp, jnp.diagonal(rbf.kernel_fn(xt).nngp),
                       noise=jnp.exp(q[1]), full_cov=False)
     out["rbf_gp"] = {"rmse": float(np.sqrt(np.mean((pr.mean - yt) ** 2))),
-                     "nll": _gauss_nll(np.asarray(pr.mean), np.asarray(pr.cov) + float(jnp.exp(q[1])), yt)}
+                     "nll": _gauss_nll(np.asarray(pr.mean), np.asarray(pr.var) + float(jnp.exp(q[1])), yt)}
     # sparse DKM initialised at the NNGP
     m = dkm(dkm_layers(2, W_std=1.4, b_std=0.1), sparse=True, nu=float(x.shape[0]) / 10, noise=s2)
     train = jax.jit(lambda s0, a, b: base.fit(jax.random.key(0), m, s0, 40 if quick else 200, data=(a, b)))
@@ -127,7 +127,7 @@ def demo(outdir: pathlib.Path, *, quick: bool = False) -> dict:
     a, b, _ = _fit_t(k / sc, y1, s2 / sc)
     t = student_t_posterior(k / sc, y1, kx / sc, kss / sc, alpha=a, beta=b, noise=s2 / sc, full_cov=False)
     fig, ax = figure(ncols=2)
-    for axis, mean, var, label in ((ax[0][0], g.mean, g.cov + s2, "NNGP GP"),
+    for axis, mean, var, label in ((ax[0][0], g.mean, g.var + s2, "NNGP GP"),
                                    (ax[0][1], t.mean, t.cov + t.beta / (t.alpha - 1) * s2 / sc, "Student-t")):
         axis.scatter(np.asarray(x1[:, 0]), np.asarray(y1), s=4, c="k")
         sd = np.sqrt(np.asarray(var))
@@ -152,7 +152,7 @@ def demo(outdir: pathlib.Path, *, quick: bool = False) -> dict:
         xs = xt + s
         kx, kss = net.kernel_fn(xs, x).nngp, jnp.diagonal(net.kernel_fn(xs).nngp)
         g = gp_posterior(k, y, kx, kss, noise=s2, full_cov=False)
-        nll_g.append(_gauss_nll(np.asarray(g.mean), np.asarray(g.cov) + s2, yt))
+        nll_g.append(_gauss_nll(np.asarray(g.mean), np.asarray(g.var) + s2, yt))
         t = student_t_posterior(k / sc, y, kx / sc, kss / sc, alpha=a, beta=b, noise=s2 / sc, full_cov=False)
         nll_t.append(float(-jnp.mean(student_t_predictive_logpdf(t, yt, noise=s2 / sc))))
     fig, ax = figure()

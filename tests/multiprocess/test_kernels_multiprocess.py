@@ -19,4 +19,4 @@ def test_two_processes_match_single_process():
         np.testing.assert_allclose(r["nngp"], k.nngp, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(r["ntk"], k.ntk, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(r["mean"], ref.mean, rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(r["var"], ref.cov, rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(r["var"], ref.var, rtol=1e-3, atol=1e-5)

@@ -33,4 +33,4 @@ def sharded_gram_and_prediction() -> dict:
 
     post = jax.jit(predict, out_shardings=rep)(km.nngp, gy, full_x, gxt)
     return {"nngp": np.asarray(km.nngp), "ntk": np.asarray(km.ntk), "mean": np.asarray(post.mean),
-            "var": np.asarray(post.cov)}
+            "var": np.asarray(post.var)}

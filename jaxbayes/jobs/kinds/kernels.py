@@ -76,7 +76,7 @@ def _finish(ctx, state):
     ds, k_tt, k_st, k_ss, y, _, _, neg_lml = _setup(ctx)
     scale, noise = np.exp(np.asarray(state["fit"]["log_hyper"]))
     post = gp_posterior(scale * k_tt, y, scale * k_st, scale * k_ss, noise=noise, full_cov=False)
-    mean, var = np.asarray(post.mean), np.asarray(post.cov) + noise
+    mean, var = np.asarray(post.mean), np.asarray(post.var) + noise
     y_test, y_std = np.asarray(ds.y_test), ds.info["y_std"]
     nll = 0.5 * np.log(2 * np.pi * var) + 0.5 * (y_test - mean) ** 2 / var
     out = {
