@@ -104,6 +104,9 @@ def laplace(
 
     ``params`` should be a MAP estimate under the prior ``N(0, 1/prior_precision)``; arguments otherwise as in
     :func:`diagonal_fisher`. MacKay (1992); Ritter, Botev & Barber (2018) for the diagonal/GGN variants.
+    :func:`jaxbayes.vi.laplace_posterior` is the whole method (MAP search, full / KFAC / last-layer
+    structures, the log evidence, prior tuning and predictives); ``structure="diag"`` there gives this
+    diagonal.
     """
     check_positive("prior_precision", prior_precision)
     fisher = diagonal_fisher(apply_fn, params, x, y, kind=kind, likelihood=likelihood, noise_scale=noise_scale,

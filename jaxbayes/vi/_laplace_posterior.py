@@ -169,6 +169,13 @@ def laplace_posterior(
       batch_size: examples per chunk when summing curvatures and likelihoods (bounds memory).
 
     Works under ``jit`` with the structural arguments static.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> x, y = jnp.array([[1.0], [2.0]]), jnp.array([1.0, 3.0])
+      >>> post = laplace_posterior(lambda w, xi: xi @ w, jnp.zeros(1), x, y, likelihood="gaussian")
+      >>> round(float(post.covariance()[0, 0]), 4), bool(post.map.converged)  # 1 / (1 + 4 + 1)
+      (0.1667, True)
     """
     check_choice("likelihood", likelihood, LIKELIHOOD_NAMES)
     check_positive("prior_precision", prior_precision)
@@ -208,7 +215,7 @@ class PriorPrecisionResult(NamedTuple):
     Attributes:
       prior_precision: the maximiser ``delta*`` of the Laplace log evidence.
       log_evidence: the log evidence there.
-      converged: ``error <= tol``.
+      converged: ``error <= tol`` and the grid's best point was not one of its ends.
       n_iters: golden-section iterations.
       error: the final bracket's width in ``log delta``.
     """
@@ -244,7 +251,9 @@ def tune_prior_precision(
     ev = evidence_fn(post)
     f = lambda t: ev(jnp.exp(t))
     t_grid = jnp.log(grid)
-    i = jnp.clip(jnp.argmax(jax.vmap(f)(t_grid)), 1, grid.shape[0] - 2)
+    best = jnp.argmax(jax.vmap(f)(t_grid))
+    interior = (best > 0) & (best < grid.shape[0] - 1)  # a maximum at the grid's end is not bracketed
+    i = jnp.clip(best, 1, grid.shape[0] - 2)
     ratio = (math.sqrt(5.0) - 1.0) / 2.0
 
     def cond(carry):
@@ -259,7 +268,7 @@ def tune_prior_precision(
 
     lo, hi, it = jax.lax.while_loop(cond, body, (t_grid[i - 1], t_grid[i + 1], jnp.zeros((), jnp.int32)))
     t = 0.5 * (lo + hi)
-    return PriorPrecisionResult(jnp.exp(t), f(t), hi - lo <= tol, it, hi - lo)
+    return PriorPrecisionResult(jnp.exp(t), f(t), (hi - lo <= tol) & interior, it, hi - lo)
 
 
 __all__ = ["LaplacePosterior", "PriorPrecisionResult", "as_apply_fn", "evidence_fn", "laplace_posterior",

@@ -87,3 +87,18 @@ def test_as_structure():
         vi.as_structure(obj, curvature="ggn")
     with pytest.raises(TypeError):
         vi.as_structure(3)
+
+
+def test_diag_structure_matches_the_old_diagonal_laplace_and_jits(x64, key):
+    module = MLP()
+    x, y = data(key)
+    params = init64(module, x)
+    apply = lambda p, xi: module.apply({"params": p}, xi[None])[0]
+    old = vi.laplace(apply, params, x, prior_precision=2.0)
+    new = vi.laplace_posterior(module, params, x, y, structure="diag", prior_precision=2.0, optimizer=None)
+    var = new.structure.merge(params, new.marginal_variance())
+    jax.tree.map(lambda ls, v: np.testing.assert_allclose(np.exp(2 * ls), v, rtol=1e-10), old.log_scale, var)
+    build = lambda p: vi.laplace_posterior(module, p, x, y, structure="kfac", optimizer=None).log_evidence()
+    np.testing.assert_allclose(jax.jit(build)(params), build(params), rtol=1e-10)
+    tuned = vi.tune_prior_precision(new, grid=np.array([1e-3, 1e-2, 1e-1]))
+    assert not bool(tuned.converged)  # the best grid point is an end of the grid: not bracketed
