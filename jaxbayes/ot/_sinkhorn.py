@@ -103,7 +103,9 @@ def _phi(f: Array, w: Array, tau: Array, eps: Array) -> Array:
     """sum_i w_i * phi_i(f_i) with phi = f (balanced) or -rho (exp(-f/rho) - 1) (KL-relaxed)."""
     one = tau >= 1
     rho = kl_strength(jnp.where(one, 0.5, tau), eps)
-    relaxed = -rho * jnp.expm1(-f / rho)
+    # f is masked inside the relaxed branch too: exp(-f / rho) overflows for a balanced side's potentials
+    # (f / eps ~ cost / eps), and the discarded branch's inf times where's zero cotangent made grad NaN.
+    relaxed = -rho * jnp.expm1(-jnp.where(one, 0.0, f) / rho)
     return jnp.sum(jnp.where(w > 0, w * jnp.where(one, f, relaxed), 0.0))
 
 

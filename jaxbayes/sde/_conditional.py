@@ -41,13 +41,19 @@ def inpaint(key: PRNGKey, score_fn: ScoreFn, sde: SDE, y: Array, mask: Array, *,
             transform: Array | None = None) -> SamplerOutput:
     """Fill in the coordinates of ``y`` where ``mask == 0`` by predictor-corrector sampling.
 
+    Replacement (Song et al. 2021, appendix I) samples ``p(x_unknown | y)`` exactly when the known coordinates
+    are independent of the rest; otherwise it is an approximation (the replaced coordinates are a fresh forward
+    draw, not one consistent with the unknown ones), whose bias corrector steps reduce.
+
     Args:
       key: one PRNG key (one sample). score_fn: per-point score. sde: the forward SDE.
       y: the observed data point (values where ``mask == 0`` are ignored).
       mask: ``1`` where ``y`` is known, ``0`` where it is to be generated; same shape as ``y``.
       transform: optional orthogonal ``(C, C)`` matrix acting on the last axis; the mask then refers to
         the transformed coordinates ``y @ transform`` (used by :func:`colorize`).
-      Other arguments as :func:`jaxbayes.sde.pc_sampler`.
+      Other arguments and their defaults as :func:`jaxbayes.sde.pc_sampler` (reverse diffusion, one
+      :class:`Langevin` step with ``snr = 0.16`` per level, ``num_steps = sde.N``, denoising); the corrector's
+      per-sample step uses the whole state, known coordinates included.
 
     Returns:
       ``SamplerOutput``; the known coordinates equal ``y`` exactly.

@@ -40,10 +40,17 @@ def pc_sampler(key: PRNGKey, score_fn: ScoreFn, sde: SDE, shape: Shape, *,
     corrector steps at ``t_i``, then one predictor step ``t_i -> t_{i+1}``.
 
     Predictors (:mod:`jaxbayes.sde` objects, or their names): :class:`EulerMaruyama` (``"euler_maruyama"``),
-    :class:`ReverseDiffusion` (``"reverse_diffusion"``), :class:`Ancestral` (``"ancestral"``, VE and VP only),
-    :class:`NoPredictor` (``"none"``). Correctors: :class:`Langevin` (``"langevin"``, step from the
-    signal-to-noise ratio), :class:`AnnealedLangevin` (``"annealed_langevin"``, step ``2 (snr s(t))^2``),
+    :class:`ReverseDiffusion` (``"reverse_diffusion"``, the default), :class:`Ancestral` (``"ancestral"``, VE
+    and VP only), :class:`NoPredictor` (``"none"``). Correctors: :class:`Langevin` (``"langevin"``, the
+    default: Song et al.'s signal-to-noise step computed per sample, ``2 alpha snr^2 d / max(||score||^2,
+    d / s(t)^2)``, never above the noise-level bound ``2 alpha (snr s(t))^2`` under which a Langevin step is
+    stable for any data), :class:`AnnealedLangevin` (``"annealed_langevin"``, step ``2 alpha (snr s(t))^2``),
     :class:`NoCorrector` (``"none"``).
+
+    The defaults (reverse diffusion, one Langevin step with ``snr = 0.16``, ``num_steps = sde.N``, denoising)
+    and every predictor-corrector combination pass a two-sample test against exact samples of Gaussian
+    mixtures with the exact score in 1 to 64 dimensions (``tests/sde/test_pc_oracle.py``). Each sample
+    depends only on its own key: the same samples for any batch size or device count.
 
     Args:
       key: one PRNG key (one sample).
@@ -53,7 +60,7 @@ def pc_sampler(key: PRNGKey, score_fn: ScoreFn, sde: SDE, shape: Shape, *,
       predictor, corrector: objects or names (above).
       snr, num_corrector_steps: signal-to-noise ratio (default 0.16) and steps per noise level (default 1) of a
         corrector given by name; an object carries its own.
-      num_steps: predictor steps (default ``sde.N``).
+      num_steps: predictor steps (default ``sde.N``, 1000 for the SDEs' defaults).
       denoise: end with Tweedie's denoising step at ``eps`` (one more evaluation).
       x_init: starting point instead of a prior draw (must be finite).
       dtype: state dtype (default float32, float64 under x64).

@@ -77,3 +77,20 @@ def test_inpainting_keeps_observed_and_samples_the_rest():
         inpaint(jax.random.key(0), flat, sde, jnp.zeros((4, 4, 3)), jnp.zeros((4, 4)))
     with pytest.raises(ValueError, match="orthogonal"):
         inpaint(jax.random.key(0), flat, sde, jnp.zeros((4, 4, 3)), jnp.zeros((4, 4, 3)), transform=jnp.ones((3, 3)))
+
+
+
+def test_inpainting_at_the_defaults_samples_the_missing_marginal():
+    # The defaults (reverse diffusion, one Langevin step per level on the whole state, num_steps = sde.N) with
+    # independent coordinates, where replacement is exact: the missing one follows its prior marginal.
+    # (For correlated coordinates replacement is approximate; see inpaint's docstring.)
+    sde = VPSDE()
+    cov, mu = np.diag([0.5, 0.2, 0.8]), np.array([1.0, -1.0, 0.5])
+    y, mask = jnp.array([3.0, 0.0, -2.0]), jnp.array([1.0, 0.0, 1.0])
+    n = 2000
+    out = jax.jit(lambda k: sample_batch(lambda kk: inpaint(kk, gaussian_score(sde, mu, cov), sde, y, mask), k, n))(
+        jax.random.key(3))
+    x = np.asarray(out.samples, np.float64)
+    assert np.all(x[:, 0] == 3.0) and np.all(x[:, 2] == -2.0) and int(out.nfe[0]) == 2 * sde.N + 1
+    assert abs(x[:, 1].mean() + 1.0) < 4.5 * np.sqrt(0.2 / n)
+    assert abs(x[:, 1].var() - 0.2) < 4.5 * 0.2 * np.sqrt(2 / n)

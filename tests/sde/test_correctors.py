@@ -1,4 +1,5 @@
-"""Correctors: Langevin and annealed Langevin in 16-D against the Gaussian marginal; names and objects agree."""
+"""Correctors: Langevin and annealed Langevin in 16-D against the Gaussian marginal; names and objects agree;
+the step rules against their formulas (the oracle test of every combination is test_pc_oracle.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -11,12 +12,14 @@ from jaxbayes.sde import (
     AnnealedLangevin,
     Langevin,
     NoCorrector,
+    SubVPSDE,
     analytic,
     as_corrector,
     gaussian_score,
     pc_sampler,
     sample_batch,
 )
+from jaxbayes.sde._correctors import langevin_alpha
 from tests.sde.helpers import moments_ok
 
 
@@ -63,3 +66,46 @@ def test_annealed_step_is_tied_to_the_noise_level(x64):
     x, t, z = jnp.ones(3), jnp.asarray(0.4), jnp.zeros(3)
     e = AnnealedLangevin(0.3).step_size(sde, x, t, -x, z)
     np.testing.assert_allclose(e, 2 * (0.3 * sde.std(t)) ** 2, rtol=1e-12)
+
+
+def test_langevin_step_is_the_floored_snr_rule(x64):
+    """``e = 2 alpha snr^2 d / max(||score||^2, d / s(t)^2)``: the SNR step where the score is large, the
+    noise-level bound ``2 alpha (snr s(t))^2`` where it is small or zero; the draw ``z`` does not enter."""
+    d, snr = 3, 0.2
+    for sde in (VPSDE(), VESDE(sigma_max=20.0), SubVPSDE()):
+        t = jnp.asarray(0.4)
+        s, alpha = sde.std(t), langevin_alpha(sde, t)
+        for score in (jnp.full(d, 10.0) / s, jnp.full(d, 0.01), jnp.zeros(d)):
+            e = Langevin(snr).step_size(sde, jnp.ones(d), t, score, jnp.full(d, 7.0))
+            expected = 2 * alpha * snr**2 * min(d / float(jnp.sum(score**2)) if jnp.any(score) else np.inf, s**2)
+            np.testing.assert_allclose(e, expected, rtol=1e-12)
+        big = Langevin(snr).step_size(sde, jnp.ones(d), t, jnp.full(d, 10.0) / s, jnp.zeros(d))
+        # Song et al.'s drift-to-noise ratio ||e score|| / ||sqrt(2 e) z|| with ||z||^2 = d is sqrt(alpha) snr.
+        np.testing.assert_allclose(big * np.sqrt(d) * 10 / s / np.sqrt(2 * big * d), np.sqrt(alpha) * snr, rtol=1e-12)
+        np.testing.assert_allclose(Langevin(snr).step_size(sde, jnp.ones(d), t, jnp.zeros(d), jnp.zeros(d)),
+                                   AnnealedLangevin(snr).step_size(sde, jnp.ones(d), t, jnp.zeros(d), None),
+                                   rtol=1e-12)
+
+
+def test_langevin_step_is_per_sample_and_finite():
+    """A sample's step depends on its own state only (vmapped equals one at a time), and a vanishing score
+    (here at the mode) gives the bounded step, not a huge one."""
+    sde = VPSDE()
+    xs = jax.random.normal(jax.random.key(0), (5, 2))
+    scores = -xs.at[0].set(0.0)
+    t = jnp.asarray(0.01)
+    batched = jax.vmap(lambda x, s: Langevin().step_size(sde, x, t, s, s))(xs, scores)
+    single = jnp.stack([Langevin().step_size(sde, x, t, s, s) for x, s in zip(xs, scores, strict=True)])
+    np.testing.assert_allclose(batched, single, rtol=1e-6)
+    assert float(batched[0]) <= float(2 * (0.16 * sde.std(t)) ** 2) * (1 + 1e-6)
+
+
+def test_langevin_alpha_is_positive_for_few_noise_levels():
+    """``alpha = exp(-beta / N)`` (Song et al.'s ``1 - beta / N`` to first order) stays in (0, 1] even for
+    ``N < beta_max``, where ``1 - beta / N < 0`` made the step negative and the samples NaN."""
+    sde = VPSDE(N=10)
+    assert 0 < float(langevin_alpha(sde, jnp.asarray(1.0))) < 1
+    np.testing.assert_allclose(langevin_alpha(VPSDE(), jnp.asarray(0.5)), 1 - VPSDE().beta(0.5) / 1000, rtol=1e-4)
+    score = gaussian_score(sde, jnp.zeros(2), jnp.eye(2))
+    out = pc_sampler(jax.random.key(0), score, sde, (2,), num_steps=10)
+    assert bool(jnp.all(jnp.isfinite(out.samples)))
