@@ -30,6 +30,8 @@ def _batch(x0):
     x0 = jnp.asarray(x0)
     if x0.ndim < 2:
         raise ValueError(f"x0 must be a batch of shape (B, ...) with ndim >= 2, got shape {x0.shape}")
+    if x0.shape[0] == 0:
+        raise ValueError("x0 is an empty batch (shape (0, ...)); a loss needs at least one example")
     return x0
 
 

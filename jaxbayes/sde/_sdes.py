@@ -313,7 +313,12 @@ def get_sde(name: str, **kwargs) -> SDE:
 
 def check_score_fn(score_fn: ScoreFn, x: Array, t: ArrayLike, name: str = "score_fn") -> None:
     """Raise ``ValueError`` at trace time if ``score_fn(x, t)`` does not return an array shaped like ``x``."""
-    out = jax.eval_shape(score_fn, x, jnp.asarray(t, dtype=jnp.result_type(x)))
+    try:
+        out = jax.eval_shape(score_fn, x, jnp.asarray(t, dtype=jnp.result_type(x)))
+    except (TypeError, ValueError) as err:  # e.g. a sample shape the score's parameters do not broadcast with
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{name}(x, t) fails on x of shape {tuple(jnp.shape(x))} (the sample shape): "
+                         f"{first}") from err
     if not hasattr(out, "shape") or tuple(out.shape) != tuple(jnp.shape(x)):
         got = getattr(out, "shape", type(out).__name__)
         raise ValueError(f"{name}(x, t) must return an array of the shape of x {tuple(jnp.shape(x))}, got {got}")

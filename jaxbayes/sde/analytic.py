@@ -13,7 +13,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from jaxbayes._checks import check_ndim, check_shape
+from jaxbayes._checks import check_finite, check_ndim, check_positive, check_shape, concrete_value
 from jaxbayes.sde._sdes import check_time
 from jaxbayes.typing import Array, ArrayLike
 
@@ -26,7 +26,13 @@ def _mixture(weights, means, covs):
     k, d = means.shape
     check_shape("weights", weights, (k,))
     check_shape("covs", covs, (k, d, d))
-    return weights, means, covs
+    check_finite("means", means)
+    check_finite("covs", covs)
+    check_positive("weights", weights, strict=False)
+    w = concrete_value(weights)
+    if w is not None and not w.sum() > 0:
+        raise ValueError(f"weights must not all be zero, got {w}")
+    return weights / jnp.sum(weights), means, covs  # normalised: weights proportional to the probabilities
 
 
 def _eig(covs):

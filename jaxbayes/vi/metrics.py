@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
-from jaxbayes._checks import check_int_range, check_ndim
+from jaxbayes._checks import check_int_range, check_ndim, concrete_value
 from jaxbayes.typing import Array, ArrayLike
 
 
@@ -19,7 +20,29 @@ def _check(probs: ArrayLike, labels: ArrayLike) -> tuple[Array, Array]:
     check_ndim("labels", labels, 1)
     if probs.shape[0] != labels.shape[0]:
         raise ValueError(f"probs and labels must have the same length, got {probs.shape[0]} and {labels.shape[0]}")
+    _check_values(probs, labels)
     return jnp.asarray(probs), jnp.asarray(labels, jnp.int32)
+
+
+def _check_values(probs: ArrayLike, labels: ArrayLike) -> None:
+    """Concrete inputs only (skipped under ``jit``): probabilities in [0, 1] whose rows sum to one (to 1e-3,
+    float32 softmax rounding is ~1e-6 per class), integer labels in ``[0, C)``."""
+    p, y = concrete_value(probs), concrete_value(labels)
+    if p is not None:
+        if not np.all(np.isfinite(p)) or np.any(p < 0) or np.any(p > 1):
+            raise ValueError("probs must be probabilities in [0, 1]; found entries outside (or NaN)")
+        sums = p.sum(-1)
+        if sums.size and np.max(np.abs(sums - 1)) > 1e-3:
+            i = int(np.argmax(np.abs(sums - 1)))
+            raise ValueError(f"probs rows must sum to one (predictive probabilities, not logits); row {i} sums "
+                             f"to {sums[i]:.6g}")
+    if y is not None:
+        if y.dtype.kind not in "iu" and not np.all(np.equal(np.mod(y, 1), 0)):
+            raise ValueError("labels must be integer class indices")
+        num_classes = np.shape(probs)[1]
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(f"labels must be in [0, {num_classes}) for probs with {num_classes} classes, got "
+                             f"values in [{y.min()}, {y.max()}]")
 
 
 def accuracy(probs: ArrayLike, labels: ArrayLike) -> Array:

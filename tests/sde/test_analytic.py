@@ -70,3 +70,21 @@ def test_analytic_module_is_public():
     import jaxbayes.sde
 
     assert jaxbayes.sde.analytic is analytic and "gaussian_pf_trajectory" in dir(analytic)
+
+
+def test_mixture_weights_are_checked_and_normalised(x64):
+    """Negative or all-zero weights are refused naming ``weights``; positive ones are normalised, so the
+    log density of weights (2, 6) equals that of (0.25, 0.75) (previously NaN / a shifted density)."""
+    sde, means, covs = VPSDE(), jnp.array([[0.0, 0.0], [2.0, 1.0]]), jnp.stack([jnp.eye(2), 0.5 * jnp.eye(2)])
+    with pytest.raises(ValueError, match="weights"):
+        gmm_score(sde, jnp.array([-0.5, 1.5]), means, covs)
+    with pytest.raises(ValueError, match="weights"):
+        gmm_score(sde, jnp.zeros(2), means, covs)
+    with pytest.raises(ValueError, match="means"):
+        gmm_score(sde, jnp.ones(2), means.at[0, 0].set(jnp.nan), covs)
+    x = jnp.array([0.3, -0.2])
+    np.testing.assert_allclose(gmm_logpdf(sde, jnp.array([2.0, 6.0]), means, covs, x, 0.0),
+                               gmm_logpdf(sde, jnp.array([0.25, 0.75]), means, covs, x, 0.0), rtol=1e-14)
+    mvn = stats.multivariate_normal
+    exact = np.log(0.25 * mvn(np.zeros(2), np.eye(2)).pdf(x) + 0.75 * mvn([2.0, 1.0], 0.5 * np.eye(2)).pdf(x))
+    np.testing.assert_allclose(gmm_logpdf(sde, jnp.array([2.0, 6.0]), means, covs, x, 0.0), exact, rtol=1e-12)

@@ -50,3 +50,8 @@ def test_dsm_and_ddpm_losses_match_closed_form_at_exact_score():
         dsm_loss(jax.random.key(0), score, sde, x0[0])
     with pytest.raises(ValueError, match="score_fn"):
         dsm_loss(jax.random.key(0), lambda x, t: x[:1], sde, x0)
+
+
+def test_an_empty_batch_is_refused_naming_x0():
+    with pytest.raises(ValueError, match="x0 is an empty batch"):
+        dsm_loss(jax.random.key(0), lambda x, t: -x, VPSDE(), jnp.zeros((0, 2)))

@@ -75,3 +75,9 @@ def test_bad_input():
         pc_sampler(key, score, sde, (2,), num_corrector_steps=-1)
     with pytest.raises(ValueError, match="corrector object"):
         pc_sampler(key, score, sde, (2,), corrector=Langevin(0.1), snr=0.2)
+
+
+def test_a_sample_shape_the_score_cannot_take_is_one_clear_error():
+    vp = VPSDE()
+    with pytest.raises(ValueError, match=r"score_fn\(x, t\) fails on x of shape \(3,\) \(the sample shape\)"):
+        pc_sampler(jax.random.key(0), gaussian_score(vp, jnp.zeros(2), jnp.eye(2)), vp, (3,), num_steps=5)

@@ -55,3 +55,18 @@ def test_metric_bad_inputs():
         metrics.ece(np.ones(3), np.zeros(3, int))
     with pytest.raises(ValueError, match="num_bins"):
         metrics.ece(np.ones((3, 2)) / 2, np.zeros(3, int), num_bins=0)
+
+
+def test_probabilities_and_labels_are_checked_outside_jit():
+    """Unnormalised rows (logits passed by mistake), entries outside [0, 1] and labels outside [0, C) raise
+    naming the argument (they used to give silent numbers or NaN); under jit the checks are skipped."""
+    good = jnp.array([[0.9, 0.1], [0.2, 0.8]])
+    for fn in (metrics.nll, metrics.ece, metrics.accuracy, metrics.brier):
+        with pytest.raises(ValueError, match="rows must sum to one"):
+            fn(jnp.array([[0.9, 0.9], [0.2, 0.1]]), jnp.array([0, 1]))
+        with pytest.raises(ValueError, match="labels must be in"):
+            fn(good, jnp.array([0, 2]))
+        with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+            fn(jnp.array([[1.5, -0.5], [0.2, 0.8]]), jnp.array([0, 1]))
+    np.testing.assert_allclose(jax.jit(metrics.nll)(good, jnp.array([0, 1])),
+                               -(np.log(0.9) + np.log(0.8)) / 2, rtol=1e-6)
