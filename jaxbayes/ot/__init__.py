@@ -4,6 +4,7 @@ Geometries (:func:`pointcloud`, :func:`costmatrix`) hold the costs; :func:`sinkh
 (log-domain, dense or matrix-free, implicit gradients); :func:`sinkhorn_divergence` debiases it;
 :func:`partial_ot`, :func:`progressive_partial_ot` and :func:`pseudo_labels` transport part of the mass;
 :func:`sparse_ot` and :func:`quadratic_ot` solve sparsity-constrained / quadratically regularised OT;
+:func:`exact_ot` solves unregularised OT between uniform measures (assignment, auction algorithm);
 :func:`sliced_wasserstein` compares two samples through 1-D projections;
 :mod:`jaxbayes.ot.analytic` has Gaussian closed forms.
 """
@@ -17,6 +18,8 @@ from jaxbayes.ot._costs import SqEuclidean as SqEuclidean
 from jaxbayes.ot._costs import as_cost as as_cost
 from jaxbayes.ot._divergence import SinkhornDivergenceOutput as SinkhornDivergenceOutput
 from jaxbayes.ot._divergence import sinkhorn_divergence as sinkhorn_divergence
+from jaxbayes.ot._exact import ExactOTOutput as ExactOTOutput
+from jaxbayes.ot._exact import exact_ot as exact_ot
 from jaxbayes.ot._geometry import Geometry as Geometry
 from jaxbayes.ot._geometry import as_geometry as as_geometry
 from jaxbayes.ot._geometry import costmatrix as costmatrix
@@ -43,6 +46,7 @@ __all__ = [
     "Cosine",
     "Cost",
     "Euclidean",
+    "ExactOTOutput",
     "FunctionCost",
     "Geometry",
     "PartialOTOutput",
@@ -57,6 +61,7 @@ __all__ = [
     "as_geometry",
     "as_problem",
     "costmatrix",
+    "exact_ot",
     "mass_schedule",
     "partial_ot",
     "pointcloud",
