@@ -69,6 +69,7 @@ from jaxbayes.kernels._student_t import ScaleMixturePosterior as ScaleMixturePos
 from jaxbayes.kernels._student_t import StudentTPosterior as StudentTPosterior
 from jaxbayes.kernels._student_t import fit_student_t as fit_student_t
 from jaxbayes.kernels._student_t import scale_mixture_posterior as scale_mixture_posterior
+from jaxbayes.kernels._student_t import student_t_joint_predictive_logpdf as student_t_joint_predictive_logpdf
 from jaxbayes.kernels._student_t import student_t_log_marginal_likelihood as student_t_log_marginal_likelihood
 from jaxbayes.kernels._student_t import student_t_posterior as student_t_posterior
 from jaxbayes.kernels._student_t import student_t_predictive_logpdf as student_t_predictive_logpdf
@@ -83,5 +84,6 @@ __all__ = [
     "gram", "gram_kernel", "infinite_ensemble_posterior", "input_kernel", "jittered_cholesky", "laplace_binary",
     "laplace_multiclass", "log_marginal_likelihood", "monte_carlo_kernel", "parallel", "safe_arccos", "safe_sqrt",
     "scale_mixture_posterior", "serial", "student_t_classify", "student_t_classify_multiclass",
-    "student_t_log_marginal_likelihood", "student_t_posterior", "student_t_predictive_logpdf",
+    "student_t_joint_predictive_logpdf", "student_t_log_marginal_likelihood", "student_t_posterior",
+    "student_t_predictive_logpdf",
 ]

@@ -7,14 +7,12 @@ kernel), so the same functions serve NNGP, NTK and baseline kernels. For trainin
 ``mean = K_*X (K_XX + s I)^{-1} y``, ``cov = K_** - K_*X (K_XX + s I)^{-1} K_X*`` (Rasmussen & Williams,
 2006, Alg. 2.1) and ``log p(y) = -1/2 y^T (K + s I)^{-1} y - 1/2 log|K + s I| - n/2 log 2 pi`` per output.
 
-**Jitter policy.** The Cholesky factor is taken of ``K + s I + j I`` with ``j = jitter * mean(diag(K + sI))``
-(relative, so it is scale free). If the factorisation fails (non-finite), ``j`` is multiplied by ``growth``
-and retried, up to ``max_tries`` attempts in all (a ``lax.while_loop``, so it works under ``jit``). When the
-first try succeeds it is the only factorisation done (the retries sit in the other branch of a ``lax.cond``),
-and ``K + (s + j) I`` is formed once, by adding to the diagonal. The jitter actually used and an ``ok`` flag
-are returned. Called eagerly, a matrix that is still not positive
-definite after the last try raises ``ValueError`` naming the argument; under ``jit`` ``ok`` is ``False``
-and the outputs are NaN.
+**Jitter policy** (:mod:`jaxbayes.kernels._linalg`). By default nothing is added: the factor is of exactly
+``K + s I``, so a well-conditioned problem gives the exact answer. Only if that factorisation fails (the
+matrix is not numerically positive definite) is a relative jitter added and grown (``max_tries``
+factorisations in all); the absolute jitter used is reported in every result (``0.0`` on the happy path).
+Called eagerly, a matrix that is still not positive definite after the last try raises ``ValueError``
+naming the argument; under ``jit`` ``ok`` is ``False`` and the outputs are NaN.
 """
 
 from __future__ import annotations
@@ -43,24 +41,36 @@ from jaxbayes.parallel import data_parallel
 from jaxbayes.typing import Array, ArrayLike, PyTree
 
 
-class GPPosterior(NamedTuple):
+class _GPPosteriorFields(NamedTuple):
+    mean: Array
+    cov: Array | None
+    var: Array
+    ok: Array
+    jitter: Array
+
+
+class GPPosterior(_GPPosteriorFields):
     """Posterior predictive of the latent function at test points.
 
     Attributes:
       mean: ``(m,)`` or ``(m, k)``.
-      cov: full ``(m, m)`` covariance, or the ``(m,)`` marginal variances when ``full_cov=False``
-        (shared by all ``k`` outputs).
+      cov: the full ``(m, m)`` covariance (shared by all ``k`` outputs); ``None`` when ``full_cov=False``
+        (reading it then still returns the variances, with a ``DeprecationWarning``: use ``var``).
+      var: the ``(m,)`` marginal variances (the diagonal of ``cov``), whichever ``full_cov``.
       ok: whether the solves succeeded (see the jitter policy).
+      jitter: the absolute jitter added to ``K + noise I`` (``0.0`` when it factored as it is).
     """
 
-    mean: Array
-    cov: Array
-    ok: Array
+    __slots__ = ()
 
     @property
-    def var(self) -> Array:
-        """The ``(m,)`` marginal variances: ``cov`` itself when ``full_cov=False``, else its diagonal."""
-        return self.cov if self.cov.ndim == 1 else jnp.diagonal(self.cov)
+    def cov(self) -> Array:
+        cov = tuple.__getitem__(self, 1)
+        if cov is None:
+            warnings.warn("GPPosterior.cov with full_cov=False (the marginal variances) was renamed "
+                          "GPPosterior.var; cov is None then", DeprecationWarning, stacklevel=2)
+            return self.var
+        return cov
 
 
 class FitResult(NamedTuple):
@@ -71,7 +81,7 @@ class FitResult(NamedTuple):
 
 
 def gp_condition(k_train_train: ArrayLike, y_train: ArrayLike, *, noise: ArrayLike = 0.0,
-                 jitter: float = 1e-6, max_tries: int = 5, solver: str | GPSolver = "cholesky",
+                 jitter: float = 0.0, max_tries: int = 5, solver: str | GPSolver = "cholesky",
                  cg_tol: float | None = None, cg_maxiter: int | None = None) -> GPConditioned:
     """Condition a zero-mean GP on ``(X, y)``: solve ``(K + noise I) alpha = y`` (jitter policy in
     :mod:`jaxbayes.kernels._linalg`).
@@ -80,16 +90,17 @@ def gp_condition(k_train_train: ArrayLike, y_train: ArrayLike, *, noise: ArrayLi
       k_train_train: ``(n, n)`` prior covariance of the training points.
       y_train: ``(n,)`` or ``(n, k)`` targets.
       noise: Gaussian observation-noise variance (>= 0).
-      jitter, max_tries: the jitter policy.
+      jitter, max_tries: the jitter policy: relative jitter of the first try (0: none, so a matrix that
+        factors gives the exact answer) and factorisations in all (the retries grow the jitter).
       solver: a :class:`~jaxbayes.kernels.GPSolver` (``Cholesky()``, ``CG(tol=..., max_iterations=...)``) or
         its name (``"cholesky"``, ``"cg"``).
       cg_tol, cg_maxiter: deprecated; use ``solver=CG(tol=..., max_iterations=...)``.
 
     Example:
       >>> import jax.numpy as jnp
-      >>> c = gp_condition(jnp.eye(2), jnp.array([1.0, 2.0]), noise=1.0, jitter=0.0)
-      >>> [round(v, 4) for v in c.alpha.tolist()]
-      [0.5, 1.0]
+      >>> c = gp_condition(jnp.eye(2), jnp.array([1.0, 2.0]), noise=1.0)
+      >>> [round(v, 4) for v in c.alpha.tolist()], float(c.jitter)
+      ([0.5, 1.0], 0.0)
     """
     k = check_square_matrix("k_train_train", k_train_train)
     y = check_targets(k, y_train)
@@ -114,7 +125,8 @@ def gp_predict(conditioned: GPConditioned, k_test_train: ArrayLike, k_test_test:
       k_test_train: ``(m, n)`` cross-covariance.
       k_test_test: ``(m, m)`` prior covariance of the test points if ``full_cov``, else their ``(m,)``
         prior variances.
-      full_cov: return the full covariance (else marginal variances).
+      full_cov: return the full covariance in ``cov`` (else ``cov`` is ``None``); the marginal variances are
+        in ``var`` either way.
       tol, max_iterations: CG stopping rule for the variance solves (CG solver only).
     """
     kx = jnp.asarray(k_test_train)
@@ -135,33 +147,44 @@ def gp_predict(conditioned: GPConditioned, k_test_train: ArrayLike, k_test_test:
             cov = kss - v.T @ v
         else:
             cov = kss - kx @ res.x
+        var = jnp.diagonal(cov)
     else:
-        cov = kss - (jnp.sum(v * v, axis=0) if conditioned.chol is not None else jnp.sum(kx.T * res.x, 0))
-    return GPPosterior(mean, cov, ok)
+        cov = None
+        var = kss - (jnp.sum(v * v, axis=0) if conditioned.chol is not None else jnp.sum(kx.T * res.x, 0))
+    return GPPosterior(mean, cov, var, ok, conditioned.jitter)
 
 
 def gp_posterior(k_train_train: ArrayLike, y_train: ArrayLike, k_test_train: ArrayLike, k_test_test: ArrayLike,
-                 *, noise: ArrayLike = 0.0, full_cov: bool = True, jitter: float = 1e-6, max_tries: int = 5,
+                 *, noise: ArrayLike = 0.0, full_cov: bool = True, jitter: float = 0.0, max_tries: int = 5,
                  solver: str | GPSolver = "cholesky") -> GPPosterior:
     """Exact GP posterior predictive of the latent function (see the module docstring for the formulas).
+
+    ``full_cov=False`` takes the ``(m,)`` prior variances as ``k_test_test`` and returns the marginal
+    variances in ``var`` (``cov`` is ``None``). ``jitter``, ``max_tries``: the jitter policy (none unless the
+    factorisation fails).
 
     Example:
       >>> import jax.numpy as jnp
       >>> post = gp_posterior(jnp.eye(1), jnp.array([2.0]), jnp.array([[0.5]]), jnp.eye(1), noise=1.0)
-      >>> [round(v, 4) for v in (float(post.mean[0]), float(post.cov[0, 0]))]
-      [0.5, 0.875]
+      >>> [round(v, 4) for v in (float(post.mean[0]), float(post.cov[0, 0]), float(post.var[0]))]
+      [0.5, 0.875, 0.875]
+      >>> float(post.jitter)
+      0.0
     """
     cond = gp_condition(k_train_train, y_train, noise=noise, jitter=jitter, max_tries=max_tries, solver=solver)
     return gp_predict(cond, k_test_train, k_test_test, full_cov=full_cov)
 
 
 def log_marginal_likelihood(k_train_train: ArrayLike, y_train: ArrayLike, *, noise: ArrayLike = 0.0,
-                            jitter: float = 1e-6, max_tries: int = 5) -> Array:
+                            jitter: float = 0.0, max_tries: int = 5) -> Array:
     """``log N(y; 0, K + noise I)``, summed over the columns of ``y`` (see the module docstring).
+
+    Exact (no jitter) whenever ``K + noise I`` factors; ``jitter``, ``max_tries`` as in :func:`gp_condition`.
+    The jitter used is ``jittered_cholesky(K, shift=noise).jitter``.
 
     Example:
       >>> import jax.numpy as jnp
-      >>> round(float(log_marginal_likelihood(jnp.eye(1), jnp.array([0.0]), noise=1.0, jitter=0.0)), 4)
+      >>> round(float(log_marginal_likelihood(jnp.eye(1), jnp.array([0.0]), noise=1.0)), 4)
       -1.2655
     """
     k = check_square_matrix("k_train_train", k_train_train)
@@ -216,7 +239,7 @@ def gp_predict_batched(kernel_fn: Callable, conditioned: GPConditioned, x_train:
     else:
         bs = None if chunk_size is None else check_int_range("chunk_size", chunk_size, 1)
         mean, var = jax.lax.map(lambda xt: one(xt, *args), x_test, batch_size=bs)
-    return GPPosterior(mean, var, conditioned.ok)
+    return GPPosterior(mean, None, var, conditioned.ok, conditioned.jitter)
 
 
 def infinite_ensemble_posterior(k_train_train: NamedTuple, y_train: ArrayLike, k_test_train: NamedTuple,
@@ -258,9 +281,11 @@ def infinite_ensemble_posterior(k_train_train: NamedTuple, y_train: ArrayLike, k
     if full_cov:
         cross = k_x @ a
         cov = kss - cross - cross.T + a.T @ kxx @ a
+        var = jnp.diagonal(cov)
     else:
-        cov = jnp.diagonal(kss) - 2 * jnp.sum(k_x.T * a, 0) + jnp.sum(a * (kxx @ a), 0)
-    return GPPosterior(mean, cov, ch.ok)
+        cov = None
+        var = jnp.diagonal(kss) - 2 * jnp.sum(k_x.T * a, 0) + jnp.sum(a * (kxx @ a), 0)
+    return GPPosterior(mean, cov, var, ch.ok, ch.jitter)
 
 
 def fit_hyperparameters(loss_fn: Callable[[PyTree], Array], init_params: PyTree, *,

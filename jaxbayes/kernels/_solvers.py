@@ -1,9 +1,10 @@
 """GP solvers as small frozen objects (strings as shorthand): how :func:`gp_condition` solves
 ``(K + noise I) alpha = y``.
 
-* :class:`Cholesky` — exact, ``O(n^3)``, with the jitter policy of :func:`jittered_cholesky`;
-* :class:`CG` — conjugate gradients, ``O(n^2)`` per iteration, for large ``n`` (the jitter is added once,
-  without retries).
+* :class:`Cholesky` — exact, ``O(n^3)``, with the jitter policy of :func:`jittered_cholesky` (no jitter unless
+  the factorisation fails, then a growing one);
+* :class:`CG` — conjugate gradients, ``O(n^2)`` per iteration, for large ``n`` (a given relative jitter is
+  added once, without retries; none by default).
 
 A new solver is one class with a ``condition`` method; :func:`as_solver` accepts today's strings
 (``"cholesky"``, ``"cg"``), as ``jaxbayes.ot.as_cost`` does for costs.
@@ -27,9 +28,9 @@ class GPConditioned(NamedTuple):
 
     Attributes:
       chol: Cholesky factor of ``K + (noise + jitter) I`` (``None`` for the CG solver).
-      alpha: ``(K + noise I)^{-1} y``.
+      alpha: ``(K + (noise + jitter) I)^{-1} y``.
       matrix: ``K + (noise + jitter) I`` when the CG solver is used, else ``None``.
-      jitter: the absolute jitter used.
+      jitter: the absolute jitter used (``0.0`` when ``K + noise I`` factored as it is).
       ok: whether the factorisation / CG solve succeeded.
     """
 
@@ -48,13 +49,14 @@ class GPSolver(Protocol):
 
 @dataclasses.dataclass(frozen=True)
 class Cholesky:
-    """Exact solves through :func:`jittered_cholesky` (the jitter is grown on failure, ``max_tries`` in all).
+    """Exact solves through :func:`jittered_cholesky`: ``K + noise I`` as it is (``jitter=0``) unless it fails
+    to factor, then a growing jitter (``max_tries`` factorisations in all).
 
     Example:
       >>> import jax.numpy as jnp
       >>> c = Cholesky().condition(jnp.eye(2), jnp.array([1.0, 2.0]), 1.0, jitter=0.0, max_tries=5)
-      >>> [round(v, 4) for v in c.alpha.tolist()]
-      [0.5, 1.0]
+      >>> [round(v, 4) for v in c.alpha.tolist()], float(c.jitter)
+      ([0.5, 1.0], 0.0)
     """
 
     def condition(self, k: Array, y: Array, noise: ArrayLike, *, jitter: float, max_tries: int) -> GPConditioned:
@@ -65,7 +67,8 @@ class Cholesky:
 
 @dataclasses.dataclass(frozen=True)
 class CG:
-    """Conjugate-gradient solves (:func:`cg_solve`) of ``K + (noise + j) I``, ``j = jitter * mean(diag)``.
+    """Conjugate-gradient solves (:func:`cg_solve`) of ``K + (noise + j) I``, ``j = jitter * mean(diag)``
+    (``jitter`` from :func:`gp_condition`, 0 by default).
 
     Attributes:
       tol: relative residual at which CG stops (> 0).
@@ -88,10 +91,11 @@ class CG:
 
     def condition(self, k: Array, y: Array, noise: ArrayLike, *, jitter: float, max_tries: int) -> GPConditioned:
         del max_tries  # no retries: CG does not fail loudly on an indefinite matrix
-        a = k + jnp.asarray(noise, k.dtype) * jnp.eye(k.shape[0], dtype=k.dtype)
         check_positive("jitter", jitter, strict=False)
-        j = jitter * jnp.abs(jnp.mean(jnp.diagonal(a)))
-        a = a + j * jnp.eye(k.shape[0], dtype=k.dtype)
+        idx = jnp.arange(k.shape[0])
+        noise = jnp.asarray(noise, k.dtype)
+        j = jax.lax.stop_gradient(jitter * jnp.abs(jnp.mean(jnp.diagonal(k)) + noise))
+        a = k.at[idx, idx].add(noise + j)
         res = cg_solve(a, y, tol=self.tol, max_iterations=self.max_iterations)
         return GPConditioned(None, res.x, a, j, res.converged)
 

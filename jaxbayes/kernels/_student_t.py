@@ -19,6 +19,13 @@ When ``alpha -> infinity`` with ``beta = alpha sigma0^2`` this becomes the Gauss
 proposal (:func:`scale_mixture_posterior`): the conditional mean does not depend on ``sigma^2`` and the
 conditional covariance is ``sigma^2`` times the Gaussian one, so only ``E[sigma^2 | y]`` has to be estimated.
 
+Predictives: :func:`student_t_predictive_logpdf` (per point, marginal) and
+:func:`student_t_joint_predictive_logpdf` (the joint density of a test vector: multivariate t with ``2 alpha'``
+degrees of freedom, location ``mean`` and the posterior scale matrix). Their ``noise`` (relative to
+``sigma^2``, as above) gives noisy targets ``y_* = f_* + eps``; ``student_t_posterior(noisy_targets=True)``
+returns that predictive itself. No jitter is added to a matrix that factors (jitter policy in
+:mod:`jaxbayes.kernels._linalg`); the results carry the jitter used.
+
 Classification with scale mixtures (Laplace approximations) lives in
 :mod:`jaxbayes.kernels._laplace_classification`.
 """
@@ -45,7 +52,7 @@ from jaxbayes.typing import Array, ArrayLike, PRNGKey
 
 
 class StudentTPosterior(NamedTuple):
-    """Student-t process posterior predictive of the latent function.
+    """Student-t process posterior predictive of the latent function (or of noisy targets).
 
     Attributes:
       mean: ``(m,)`` or ``(m, k)`` location (= mean when ``df > 1``).
@@ -55,6 +62,7 @@ class StudentTPosterior(NamedTuple):
       alpha: posterior shape ``alpha'`` of ``sigma^2``.
       beta: posterior rate ``beta'`` of ``sigma^2``.
       ok: whether the Cholesky factorisation succeeded.
+      jitter: the absolute jitter added to ``K + noise I`` (``0.0`` when it factored as it is).
     """
 
     mean: Array
@@ -64,6 +72,7 @@ class StudentTPosterior(NamedTuple):
     alpha: Array
     beta: Array
     ok: Array
+    jitter: Array
 
 
 class ScaleMixturePosterior(NamedTuple):
@@ -77,6 +86,7 @@ class ScaleMixturePosterior(NamedTuple):
       scales: the prior draws of ``sigma^2``.
       log_weights: their normalised log importance weights.
       ess: effective sample size ``1 / sum w^2``.
+      jitter: the absolute jitter added to ``K + noise I`` (``0.0`` when it factored as it is).
     """
 
     mean: Array
@@ -85,6 +95,7 @@ class ScaleMixturePosterior(NamedTuple):
     scales: Array
     log_weights: Array
     ess: Array
+    jitter: Array
 
 
 def _quadratic(k: Array, y: Array, noise: ArrayLike, jitter: float, max_tries: int):
@@ -96,16 +107,16 @@ def _quadratic(k: Array, y: Array, noise: ArrayLike, jitter: float, max_tries: i
 
 
 def student_t_log_marginal_likelihood(k_train_train: ArrayLike, y_train: ArrayLike, *, alpha: ArrayLike,
-                                      beta: ArrayLike, noise: ArrayLike = 0.0, jitter: float = 1e-6,
+                                      beta: ArrayLike, noise: ArrayLike = 0.0, jitter: float = 0.0,
                                       max_tries: int = 5) -> Array:
     """``log p(y)`` under the Student-t process (formula in the module docstring).
 
-    For one output column this is ``scipy.stats.multivariate_t(df=2 alpha, shape=beta/alpha (K + s I))``.
+    For one output column this is ``scipy.stats.multivariate_t(df=2 alpha, shape=beta/alpha (K + s I))``,
+    exactly (no jitter) whenever ``K + s I`` factors; ``jitter``, ``max_tries``: the jitter policy.
 
     Example:
       >>> import jax.numpy as jnp
-      >>> v = student_t_log_marginal_likelihood(jnp.eye(1), jnp.array([0.0]), alpha=1.0, beta=1.0,
-      ...                                       jitter=0.0)
+      >>> v = student_t_log_marginal_likelihood(jnp.eye(1), jnp.array([0.0]), alpha=1.0, beta=1.0)
       >>> round(float(v), 4)  # t_2 density at 0: Gamma(3/2) / (Gamma(1) sqrt(2 pi))
       -1.0397
     """
@@ -123,7 +134,8 @@ def student_t_log_marginal_likelihood(k_train_train: ArrayLike, y_train: ArrayLi
 
 def student_t_posterior(k_train_train: ArrayLike, y_train: ArrayLike, k_test_train: ArrayLike,
                         k_test_test: ArrayLike, *, alpha: ArrayLike, beta: ArrayLike, noise: ArrayLike = 0.0,
-                        full_cov: bool = True, jitter: float = 1e-6, max_tries: int = 5) -> StudentTPosterior:
+                        full_cov: bool = True, jitter: float = 0.0, max_tries: int = 5,
+                        noisy_targets: bool = False) -> StudentTPosterior:
     """Closed-form Student-t process posterior predictive (module docstring; Lee et al., 2022, Thm 3.2).
 
     Args:
@@ -134,7 +146,10 @@ def student_t_posterior(k_train_train: ArrayLike, y_train: ArrayLike, k_test_tra
       alpha, beta: inverse-gamma prior of the last-layer variance (> 0).
       noise: noise variance relative to ``sigma^2`` (>= 0).
       full_cov: full covariance or marginal variances.
-      jitter, max_tries: the jitter policy of :func:`jittered_cholesky`.
+      jitter, max_tries: the jitter policy of :func:`jittered_cholesky` (none unless the factorisation fails).
+      noisy_targets: the predictive of noisy targets ``y_* = f_* + eps`` (``noise`` added to the diagonal of
+        the unit-scale covariance, so ``(beta'/alpha') noise`` to ``scale``) instead of the latent ``f_*``.
+        Then pass no ``noise`` to the log densities.
 
     Example:
       >>> import jax.numpy as jnp
@@ -153,29 +168,80 @@ def student_t_posterior(k_train_train: ArrayLike, y_train: ArrayLike, k_test_tra
     mean = kx @ jax.scipy.linalg.cho_solve((ch.chol, True), y)
     v = jax.scipy.linalg.solve_triangular(ch.chol, kx.T, lower=True)
     gauss = kss - v.T @ v if full_cov else kss - jnp.sum(v * v, axis=0)
+    if noisy_targets:
+        noise = jnp.asarray(noise, gauss.dtype)
+        gauss = gauss + noise * jnp.eye(gauss.shape[0], dtype=gauss.dtype) if full_cov else gauss + noise
     a_post = alpha + 0.5 * n * n_out
     b_post = beta + 0.5 * quad
     scale = (b_post / a_post) * gauss
     cov = (b_post / (a_post - 1)) * gauss
-    return StudentTPosterior(mean, scale, cov, 2 * a_post, a_post, b_post, ch.ok)
+    return StudentTPosterior(mean, scale, cov, 2 * a_post, a_post, b_post, ch.ok, ch.jitter)
 
 
 def student_t_predictive_logpdf(posterior: StudentTPosterior, y_test: ArrayLike, *,
                                 noise: ArrayLike = 0.0) -> Array:
     """Per-point log density of test targets under the marginal Student-t predictive (``full_cov=False``).
 
-    The predictive of ``y_*`` is ``t_df(mean, scale + (beta'/alpha') noise)``.
+    The predictive of ``y_*`` is ``t_df(mean, scale + (beta'/alpha') noise)`` (``noise`` relative to
+    ``sigma^2``, as in :func:`student_t_posterior`; 0 for the latent ``f_*``). For the joint density of the
+    test vector see :func:`student_t_joint_predictive_logpdf`.
     """
     y = jnp.asarray(y_test)
+    if posterior.scale.ndim != 1:
+        raise ValueError("student_t_predictive_logpdf needs the marginal posterior (full_cov=False); for the "
+                         "full one use student_t_joint_predictive_logpdf")
     scale = posterior.scale + posterior.beta / posterior.alpha * noise
     if y.ndim == 2:
         scale = scale[:, None]
     return jax.scipy.stats.t.logpdf(y, posterior.df, posterior.mean, jnp.sqrt(scale))
 
 
+def student_t_joint_predictive_logpdf(posterior: StudentTPosterior, y_test: ArrayLike, *,
+                                      noise: ArrayLike = 0.0, jitter: float = 0.0, max_tries: int = 5) -> Array:
+    """Joint log density of the test vector ``y_*`` under the Student-t predictive (``full_cov=True``).
+
+    ``y_* ~ t_df(mean, S)``, ``S = scale + (beta'/alpha') noise I`` (multivariate t; ``noise`` relative to
+    ``sigma^2`` gives noisy targets, 0 the latent ``f_*``). The ``k`` columns of an ``(m, k)`` ``y_*`` share
+    ``sigma^2``, so they are one ``m k``-dimensional t with scale ``I_k kron S``, not ``k`` independent ones.
+    For one column this is ``scipy.stats.multivariate_t(mean, S, df=df).logpdf(y_test)``.
+
+    Args:
+      posterior: a :func:`student_t_posterior` result with ``full_cov=True``.
+      y_test: ``(m,)`` or ``(m, k)`` like ``posterior.mean``.
+      noise: observation-noise variance relative to ``sigma^2`` (>= 0).
+      jitter, max_tries: the jitter policy for factoring ``S`` (none unless it fails).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> p = student_t_posterior(jnp.eye(1), jnp.array([0.0]), jnp.zeros((2, 1)), jnp.eye(2),
+      ...                         alpha=1.0, beta=1.0, noise=1.0)
+      >>> round(float(student_t_joint_predictive_logpdf(p, jnp.zeros(2))), 4)  # t_3, scale 2/3 I
+      -1.4324
+    """
+    if posterior.scale.ndim != 2:
+        raise ValueError("student_t_joint_predictive_logpdf needs the full posterior (full_cov=True)")
+    check_positive("noise", noise, strict=False)
+    y = jnp.asarray(y_test)
+    if y.shape != posterior.mean.shape:
+        raise ValueError(f"y_test must have the shape of posterior.mean {posterior.mean.shape}, got {y.shape}")
+    scale = posterior.scale
+    ch = jittered_cholesky(scale, jitter=jitter, max_tries=max_tries, name="posterior.scale",
+                           shift=posterior.beta / posterior.alpha * jnp.asarray(noise, scale.dtype))
+    r = y - posterior.mean
+    rm = r[:, None] if r.ndim == 1 else r
+    z = jax.scipy.linalg.solve_triangular(ch.chol, rm, lower=True)
+    m, k_out = rm.shape
+    d = m * k_out
+    df = posterior.df
+    logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(ch.chol)))
+    return (jax.scipy.special.gammaln(0.5 * (df + d)) - jax.scipy.special.gammaln(0.5 * df)
+            - 0.5 * d * jnp.log(df * jnp.pi) - 0.5 * k_out * logdet
+            - 0.5 * (df + d) * jnp.log1p(jnp.sum(z * z) / df))
+
+
 def fit_student_t(k_train_train: ArrayLike, y_train: ArrayLike, *, noise: ArrayLike = 0.0,
                   init_alpha: float = 2.0, init_beta: float = 2.0, num_steps: int = 300,
-                  optimizer: optax.GradientTransformation | None = None, jitter: float = 1e-6
+                  optimizer: optax.GradientTransformation | None = None, jitter: float = 0.0
                   ) -> tuple[Array, Array, Array]:
     """Fit ``(alpha, beta)`` by maximising :func:`student_t_log_marginal_likelihood` (optax, log-parameters).
 
@@ -186,7 +252,7 @@ def fit_student_t(k_train_train: ArrayLike, y_train: ArrayLike, *, noise: ArrayL
 
     def loss(p):
         return -student_t_log_marginal_likelihood(k_train_train, y_train, alpha=jnp.exp(p[0]),
-                                                  beta=jnp.exp(p[1]), noise=noise, jitter=jitter, max_tries=1)
+                                                  beta=jnp.exp(p[1]), noise=noise, jitter=jitter)
 
     init = jnp.log(jnp.array([init_alpha, init_beta], dtype=jnp.asarray(k_train_train).dtype))
     res = fit_hyperparameters(loss, init, optimizer=optimizer, num_steps=num_steps)
@@ -196,7 +262,7 @@ def fit_student_t(k_train_train: ArrayLike, y_train: ArrayLike, *, noise: ArrayL
 def scale_mixture_posterior(key: PRNGKey, k_train_train: ArrayLike, y_train: ArrayLike, k_test_train: ArrayLike,
                             k_test_test: ArrayLike, *, sample_scale: Callable[[PRNGKey, int], Array],
                             num_samples: int = 1000, noise: ArrayLike = 0.0, full_cov: bool = True,
-                            jitter: float = 1e-6) -> ScaleMixturePosterior:
+                            jitter: float = 0.0) -> ScaleMixturePosterior:
     """Posterior of a GP scale mixture with any prior on ``sigma^2``, by importance sampling over the prior.
 
     Weights are ``w_i ∝ N(y; 0, sigma_i^2 (K + s I))``; ``E[sigma^2 | y] ≈ sum_i w_i sigma_i^2``.
@@ -230,10 +296,11 @@ def scale_mixture_posterior(key: PRNGKey, k_train_train: ArrayLike, y_train: Arr
     v = jax.scipy.linalg.solve_triangular(ch.chol, kx.T, lower=True)
     gauss = kss - v.T @ v if full_cov else kss - jnp.sum(v * v, axis=0)
     del logdet
-    return ScaleMixturePosterior(mean, scale_mean * gauss, scale_mean, scales, logw, ess)
+    return ScaleMixturePosterior(mean, scale_mean * gauss, scale_mean, scales, logw, ess, ch.jitter)
 
 
 __all__ = [
     "ScaleMixturePosterior", "StudentTPosterior", "fit_student_t", "scale_mixture_posterior",
-    "student_t_log_marginal_likelihood", "student_t_posterior", "student_t_predictive_logpdf",
+    "student_t_joint_predictive_logpdf", "student_t_log_marginal_likelihood", "student_t_posterior",
+    "student_t_predictive_logpdf",
 ]

@@ -50,7 +50,7 @@ def test_posterior_and_marginal_likelihood_vs_numpy(key, x64):
     np.testing.assert_allclose(lml2, ref2, rtol=1e-10)
     diag = gp_posterior(k, y2, kx, np.diag(kss), noise=noise, full_cov=False, jitter=0.0)
     np.testing.assert_allclose(diag.mean[:, 1], -2 * post.mean, rtol=1e-10)
-    np.testing.assert_allclose(diag.cov, np.diag(post.cov), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(diag.var, np.diag(post.cov), rtol=1e-9, atol=1e-12)
 
 
 def test_cg_matches_cholesky(key, x64):
@@ -87,7 +87,7 @@ def test_batched_and_sharded_prediction(key, mesh8, x64):
     eight = jax.jit(lambda c, a, b: gp_predict_batched(NET.kernel_fn, c, a, b, mesh=mesh8))(cond, x, xt)
     for out in (one, eight):
         np.testing.assert_allclose(out.mean, ref.mean, rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(out.cov, ref.cov, rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(out.var, ref.var, rtol=1e-8, atol=1e-12)
 
 
 def test_sharded_gram_equals_unbatched(key, mesh8, x64):
@@ -134,3 +134,85 @@ def test_fit_noise_by_marginal_likelihood(key, x64):
     best = minimize_scalar(lambda p: float(loss(p)), bounds=(-5, 2), method="bounded").x
     np.testing.assert_allclose(res.params, best, atol=2e-2)
     assert res.losses[-1] < res.losses[0]
+
+
+def _rbf(x, lengthscale=0.7):
+    d = x[:, None, :] - x[None, :, :]
+    return jnp.exp(-0.5 * jnp.sum(d * d, -1) / lengthscale**2)
+
+
+def _rbf_problem(n=15, m=6):
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-2, 2, size=(n, 1))
+    xt = rng.uniform(-2, 2, size=(m, 1))
+    y = np.sin(2 * x[:, 0]) + 0.1 * rng.normal(size=n)
+    return x, y, xt
+
+
+def test_well_conditioned_problem_is_exact_without_jitter(x64):
+    # defaults: nothing is added to K + noise I, so the answers equal plain linear algebra to 1e-10
+    x, y, xt = _rbf_problem()
+    noise = 0.1
+    k = np.asarray(_rbf(jnp.asarray(x)))
+    allx = np.asarray(_rbf(jnp.asarray(np.concatenate([xt, x]))))
+    kx, kss = allx[:6, 6:], allx[:6, :6]
+    a = k + noise * np.eye(15)
+    lml = log_marginal_likelihood(k, y, noise=noise)
+    np.testing.assert_allclose(lml, stats.multivariate_normal(np.zeros(15), a).logpdf(y), rtol=1e-10)
+    post = gp_posterior(k, y, kx, kss, noise=noise)
+    cov = kss - kx @ np.linalg.solve(a, kx.T)
+    np.testing.assert_allclose(post.mean, kx @ np.linalg.solve(a, y), rtol=1e-10)
+    np.testing.assert_allclose(post.cov, cov, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(post.var, np.diag(cov), rtol=1e-10, atol=1e-13)
+    assert float(post.jitter) == 0.0 and bool(post.ok)
+    # marginal posterior: the variances are named var; cov is None (reading it warns and gives var)
+    diag = gp_posterior(k, y, kx, np.diag(kss), noise=noise, full_cov=False)
+    np.testing.assert_allclose(diag.var, np.diag(cov), rtol=1e-10, atol=1e-13)
+    assert diag._asdict()["cov"] is None and float(diag.jitter) == 0.0
+    with pytest.warns(DeprecationWarning, match="renamed GPPosterior.var"):
+        np.testing.assert_array_equal(diag.cov, diag.var)
+    cond = gp_condition(k, y, noise=noise)
+    assert float(cond.jitter) == 0.0
+    np.testing.assert_allclose(cond.alpha, np.linalg.solve(a, y), rtol=1e-10)
+
+
+def test_singular_gram_is_retried_with_jitter(x64):
+    # duplicated points and no noise: K is singular and does not factor as it is; the retry adds a jitter
+    x, y, xt = _rbf_problem()
+    xd = np.concatenate([x[:1], x[:1], x[1:]])
+    yd = np.concatenate([y[:1], y])
+    k = np.asarray(_rbf(jnp.asarray(xd)))
+    with pytest.raises(np.linalg.LinAlgError):
+        np.linalg.cholesky(k)
+    cond = gp_condition(k, yd)
+    j = float(cond.jitter)
+    assert bool(cond.ok) and j > 0 and j <= 1e-4
+    np.testing.assert_allclose(cond.chol @ cond.chol.T, k + j * np.eye(16), atol=1e-12)
+    lml = log_marginal_likelihood(k, yd)
+    ref = stats.multivariate_normal(np.zeros(16), k + j * np.eye(16)).logpdf(yd)
+    np.testing.assert_allclose(lml, ref, rtol=1e-6)  # ill-conditioned (jitter ~1e-8): a looser oracle
+    # under vmap: the singular problem gets a jitter, the well-conditioned one none and its exact value
+    kw = np.asarray(_rbf(jnp.asarray(xd))) + 0.1 * np.eye(16)
+    out = jax.jit(jax.vmap(lambda kk: gp_condition(kk, yd)))(jnp.stack([jnp.asarray(k), jnp.asarray(kw)]))
+    assert float(out.jitter[0]) > 0 and float(out.jitter[1]) == 0.0 and bool(jnp.all(out.ok))
+    np.testing.assert_allclose(out.alpha[1], np.linalg.solve(kw, yd), rtol=1e-10)
+
+
+def test_marginal_likelihood_gradients_match_finite_differences(x64):
+    x, y, _ = _rbf_problem()
+
+    def exact(p):  # the numpy oracle (no jitter)
+        k = np.asarray(_rbf(jnp.asarray(x), np.exp(p[0]))) + np.exp(p[1]) * np.eye(15)
+        return stats.multivariate_normal(np.zeros(15), k).logpdf(y)
+
+    f = lambda p: log_marginal_likelihood(_rbf(jnp.asarray(x), jnp.exp(p[0])), y, noise=jnp.exp(p[1]))
+    p = np.array([np.log(0.7), np.log(0.1)])
+    grad = jax.jit(jax.grad(f))(jnp.asarray(p))
+    h = 1e-5
+    fd = [(exact(p + h * e) - exact(p - h * e)) / (2 * h) for e in np.eye(2)]
+    np.testing.assert_allclose(grad, fd, rtol=1e-7)
+    # forward mode and vmap over hyper-parameters
+    _, tangent = jax.jvp(f, (jnp.asarray(p),), (jnp.array([1.0, 0.0]),))
+    np.testing.assert_allclose(tangent, fd[0], rtol=1e-7)
+    ps = jnp.stack([jnp.asarray(p), jnp.asarray(p) + 0.1])
+    np.testing.assert_allclose(jax.vmap(f)(ps), [exact(np.asarray(q)) for q in ps], rtol=1e-10)

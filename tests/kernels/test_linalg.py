@@ -40,3 +40,44 @@ def test_cg_solve_vs_numpy_and_renamed_fields(x64):
         old = cg_solve(a, b, tol=1e-12, maxiter=200)
         assert float(old.residual_norm) == float(r.error)
     assert [x.category for x in w] == [DeprecationWarning, DeprecationWarning]
+
+
+def test_no_jitter_unless_the_factorisation_fails(x64):
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=(8, 8))
+    a = q @ q.T / 8 + 0.5 * np.eye(8)
+    r = jittered_cholesky(a, shift=0.1)
+    assert float(r.jitter) == 0.0 and int(r.n_tries) == 1 and bool(r.ok)
+    np.testing.assert_allclose(r.chol, np.linalg.cholesky(a + 0.1 * np.eye(8)), rtol=1e-12, atol=1e-14)
+    # a failing matrix: the first retry is 1e-8 (float64) of the mean diagonal, then times growth
+    one = np.ones((4, 4))
+    r = jittered_cholesky(one)
+    np.testing.assert_allclose(r.jitter, 1e-8, rtol=1e-12)
+    r = jittered_cholesky(one, retry_jitter=1e-3, growth=4.0)
+    np.testing.assert_allclose(r.jitter, 1e-3, rtol=1e-12)
+    # under vmap each matrix gets its own jitter
+    out = jax.vmap(jittered_cholesky)(jnp.stack([jnp.asarray(one), jnp.eye(4)]))
+    np.testing.assert_allclose(out.jitter, [1e-8, 0.0], rtol=1e-12)
+    np.testing.assert_array_equal(out.n_tries, [2, 1])
+    with jax.enable_x64(False):
+        r32 = jittered_cholesky(jnp.ones((4, 4), jnp.float32))
+        np.testing.assert_allclose(r32.jitter, 1e-6, rtol=1e-6)
+
+
+def test_derivatives_are_the_cholesky_ones(x64):
+    rng = np.random.default_rng(1)
+    q = rng.normal(size=(6, 6))
+    a = jnp.asarray(q @ q.T + np.eye(6))
+    w = jnp.asarray(rng.normal(size=(6, 6)))
+    ours = lambda m, s: jnp.sum(w * jittered_cholesky(m, shift=s).chol)
+    plain = lambda m, s: jnp.sum(w * jnp.linalg.cholesky(m + s * jnp.eye(6), symmetrize_input=False))
+    for fn in (jax.grad, jax.hessian):
+        got, ref = jax.jit(fn(ours, (0, 1)))(a, 0.3), fn(plain, (0, 1))(a, 0.3)
+        for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(ref), strict=True):
+            np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-12)
+    # after a retry the derivative is that of the factor of a + (s + j) I with j held fixed
+    one = jnp.ones((4, 4))
+    j = float(jittered_cholesky(one).jitter)
+    got = jax.grad(lambda s: jnp.sum(jnp.log(jnp.diagonal(jittered_cholesky(one, shift=s).chol))))(0.0)
+    ref = 0.5 * np.trace(np.linalg.inv(np.ones((4, 4)) + j * np.eye(4)))
+    np.testing.assert_allclose(got, ref, rtol=1e-6)
