@@ -129,12 +129,14 @@ def demo(outdir: pathlib.Path, *, quick: bool = False) -> dict:
     fig, ax = figure(ncols=2)
     for axis, mean, var, label in ((ax[0][0], g.mean, g.var + s2, "NNGP GP"),
                                    (ax[0][1], t.mean, t.cov + t.beta / (t.alpha - 1) * s2 / sc, "Student-t")):
-        axis.scatter(np.asarray(x1[:, 0]), np.asarray(y1), s=4, c="k")
+        axis.scatter(np.asarray(x1[:, 0]), np.asarray(y1), s=4, c="k", label="training data")
         sd = np.sqrt(np.asarray(var))
-        axis.plot(np.asarray(grid[:, 0]), np.asarray(mean), c="C0")
+        axis.plot(np.asarray(grid[:, 0]), np.asarray(mean), c="C0", label="posterior mean")
         axis.fill_between(np.asarray(grid[:, 0]), np.asarray(mean) - 2 * sd, np.asarray(mean) + 2 * sd,
-                          alpha=0.3)
+                          alpha=0.3, label="mean +- 2 sd")
         axis.set_title(f"{label}: diabetes vs BMI")
+        axis.set(xlabel="BMI (standardised)", ylabel="disease progression (standardised)")
+        axis.legend(fontsize=7, loc="upper left")
     figures.append(save(fig, outdir / "kernels_bands.png"))
 
     # OOD robustness: NLL of test targets as test inputs shift away from the training data

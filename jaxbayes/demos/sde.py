@@ -172,12 +172,19 @@ def demo(outdir: pathlib.Path, *, quick: bool = False) -> dict:
                              (axes[0][1], sde_paths, "reverse-SDE paths")):
         for p in paths:
             ax.plot(p[:, 0], p[:, 1], lw=0.6, alpha=0.7)
-        ax.scatter(np.asarray(mix.means)[:, 0], np.asarray(mix.means)[:, 1], c="k", s=12, zorder=3)
+        ax.scatter(paths[:, 0, 0], paths[:, 0, 1], marker="o", facecolors="none", edgecolors="C0", s=18,
+                   zorder=3, label="start (t = T, prior draw)")
+        ax.scatter(paths[:, -1, 0], paths[:, -1, 1], marker="x", c="C3", s=18, zorder=4, label="end (t = eps)")
+        ax.scatter(np.asarray(mix.means)[:, 0], np.asarray(mix.means)[:, 1], c="k", s=12, zorder=5,
+                   label="mixture means")
         ax.set_title(title, fontsize=9)
+        ax.set(xlabel="$x_1$", ylabel="$x_2$")
+        ax.legend(fontsize=6, loc="lower left")
         ax.set_aspect("equal")
     axes[0][2].scatter(truth[:, 0], truth[:, 1], s=2, alpha=0.3, label="data")
     axes[0][2].scatter(np.asarray(gm_edm)[:, 0], np.asarray(gm_edm)[:, 1], s=2, alpha=0.3, label="EDM Heun, 35 NFE")
     axes[0][2].legend(fontsize=7, markerscale=4)
+    axes[0][2].set(xlabel="$x_1$", ylabel="$x_2$", title="samples vs data")
     axes[0][2].set_aspect("equal")
     figures.append(save(fig, outdir / "sde_gmm_trajectories.png"))
     metrics["gmm_edm_sliced_w2"] = float(sliced_wasserstein(jax.random.key(12), np.asarray(gm_edm), truth))
