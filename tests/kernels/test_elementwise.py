@@ -8,12 +8,15 @@ import pytest
 from jaxbayes.kernels import (
     GELU,
     ABReLU,
+    Abs,
     Conv,
+    Cos,
     Dense,
     Erf,
     Exp,
     GlobalAvgPool,
     LeakyReLU,
+    Rbf,
     ReLU,
     Sin,
     serial,
@@ -42,6 +45,10 @@ ACTIVATIONS = {
     "gelu": (GELU(), None, None),
     "sin": (Sin(1.1, 0.8, 0.3), lambda x: 1.1 * np.sin(0.8 * x + 0.3), lambda x: 1.1 * 0.8 * np.cos(0.8 * x + 0.3)),
     "exp": (Exp(0.5, 0.4), lambda x: 0.5 * np.exp(0.4 * x), lambda x: 0.2 * np.exp(0.4 * x)),
+    "abs": (Abs(), np.abs, np.sign),
+    "cos": (Cos(0.9, 1.2, -0.4), lambda x: 0.9 * np.cos(1.2 * x - 0.4), lambda x: -0.9 * 1.2 * np.sin(1.2 * x - 0.4)),
+    "rbf": (Rbf(0.7), lambda x: np.sqrt(2) * np.sin(np.sqrt(1.4) * x + np.pi / 4),
+            lambda x: np.sqrt(2) * np.sqrt(1.4) * np.cos(np.sqrt(1.4) * x + np.pi / 4)),
 }
 
 
@@ -67,14 +74,14 @@ def test_activation_kernels_match_quadrature(name, x64):
     k_in = Dense(1, 1.0, 0.0).kernel_fn(x).nngp
     q1, q2, c = float(k_in[0, 0]), float(k_in[1, 1]), float(k_in[0, 1])
     # Gauss-Hermite converges slowly for kinked functions (piecewise-linear); smooth ones are near exact
-    rtol = 2e-3 if name in ("relu", "leaky", "abrelu") else 2e-5
+    rtol = 2e-3 if name in ("relu", "leaky", "abrelu", "abs") else 2e-5
     np.testing.assert_allclose(k.nngp[0, 1], _quadrature(fn, q1, q2, c), rtol=rtol, atol=1e-7)
     np.testing.assert_allclose(k.nngp[0, 0], _quadrature(fn, q1, q1, q1), rtol=rtol, atol=1e-7)
     np.testing.assert_allclose(k.var1[1], _quadrature(fn, q2, q2, q2), rtol=rtol, atol=1e-7)
     # NTK = dot-kernel * input NTK (= k_in for one Dense) for the pair
     dot = _quadrature(dfn, q1, q2, c)
     # derivatives of kinked functions are step functions: quadrature is only accurate to a few percent
-    dot_rtol = 5e-2 if name in ("relu", "leaky", "abrelu") else 2e-4
+    dot_rtol = 5e-2 if name in ("relu", "leaky", "abrelu", "abs") else 2e-4
     np.testing.assert_allclose(k.ntk[0, 1], dot * float(k_in[0, 1]), rtol=dot_rtol, atol=1e-6)
 
 
@@ -115,3 +122,12 @@ def test_cnn_row_blocks_grad(key, x64):
     eps = 1e-6
     np.testing.assert_allclose(jax.jit(jax.grad(loss))(1.3), (loss(1.3 + eps) - loss(1.3 - eps)) / (2 * eps),
                                rtol=1e-6)
+
+
+def test_rbf_layer_is_the_squared_exponential_kernel(x64):
+    """After ``Dense(W_std=1)`` on raw d-dimensional inputs, ``Rbf(gamma)``'s NNGP is
+    ``exp(-gamma |x - x'|^2 / d)`` exactly (its docstring's claim)."""
+    x = jax.random.normal(jax.random.key(0), (6, 3))
+    k = serial(Dense(1, 1.0, 0.0), Rbf(0.7)).kernel_fn(x).nngp
+    d2 = np.sum((np.asarray(x)[:, None] - np.asarray(x)[None]) ** 2, -1)
+    np.testing.assert_allclose(k, np.exp(-0.7 * d2 / 3), rtol=1e-12)
