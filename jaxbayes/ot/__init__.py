@@ -4,6 +4,7 @@ Geometries (:func:`pointcloud`, :func:`costmatrix`) hold the costs; :func:`sinkh
 (log-domain, dense or matrix-free, implicit gradients); :func:`sinkhorn_divergence` debiases it;
 :func:`partial_ot`, :func:`progressive_partial_ot` and :func:`pseudo_labels` transport part of the mass;
 :func:`sparse_ot` and :func:`quadratic_ot` solve sparsity-constrained / quadratically regularised OT;
+:func:`round_plan` rounds an approximate plan onto the exact marginals, keeping its support;
 :func:`exact_ot` solves unregularised OT between uniform measures (assignment, auction algorithm);
 :func:`sliced_wasserstein` compares two samples through 1-D projections;
 :mod:`jaxbayes.ot.analytic` has Gaussian closed forms.
@@ -35,6 +36,8 @@ from jaxbayes.ot._problem import as_problem as as_problem
 from jaxbayes.ot._projections import sparse_simplex_projection as sparse_simplex_projection
 from jaxbayes.ot._projections import top_k as top_k
 from jaxbayes.ot._projections import top_k_positive as top_k_positive
+from jaxbayes.ot._rounding import RoundedPlan as RoundedPlan
+from jaxbayes.ot._rounding import round_plan as round_plan
 from jaxbayes.ot._sinkhorn import SinkhornOutput as SinkhornOutput
 from jaxbayes.ot._sinkhorn import sinkhorn as sinkhorn
 from jaxbayes.ot._sliced import sliced_wasserstein as sliced_wasserstein
@@ -52,6 +55,7 @@ __all__ = [
     "PartialOTOutput",
     "Problem",
     "PseudoLabels",
+    "RoundedPlan",
     "SinkhornDivergenceOutput",
     "SinkhornOutput",
     "SparseOTOutput",
@@ -68,6 +72,7 @@ __all__ = [
     "progressive_partial_ot",
     "pseudo_labels",
     "quadratic_ot",
+    "round_plan",
     "sinkhorn",
     "sinkhorn_divergence",
     "sliced_wasserstein",

@@ -42,6 +42,7 @@ from jaxbayes.ot._minimize import minimize
 from jaxbayes.ot._problem import Problem, as_problem
 from jaxbayes.ot._projections import SMALL_K, scatter_last, simplex_sorted, top_k, top_k_positive
 from jaxbayes.ot._renamed_fields import renamed_field
+from jaxbayes.ot._rounding import RoundedPlan, round_plan
 from jaxbayes.typing import Array, ArrayLike
 from jaxbayes.typing import Geometry as GeometryLike
 
@@ -59,7 +60,13 @@ class SparseOTOutput(NamedTuple):
       marginal_error_a, marginal_error_b: :math:`\\|T\\mathbf 1 - a\\|_1`,
         :math:`\\|T^\\top\\mathbf 1 - b\\|_1`.
       error: final L1 norm of the gradient of the objective (the quantity the stopping rule compares to ``tol``).
-      converged: ``error <= tol``.
+      converged: the answer is accurate to ``tol``: ``error <= tol`` (the gradient test), or the optimiser
+        stalled with a certified duality ``gap <= tol * max(1, |cost|)``.
+      status: what stopped the optimiser: ``0`` the gradient test (``error <= tol``), ``1`` ``max_iterations``,
+        ``2`` stalled (see ``stalled``); the accuracy reached is ``gap`` (objective) and ``error`` (marginals).
+      gap: certified accuracy of ``cost``: the regularised cost of the feasible plan :meth:`feasible_plan`
+        minus ``cost`` (a lower bound by weak duality, also for ``k < n``), so the optimum lies in
+        ``[cost, cost + gap]``; ``inf`` when no feasible plan on the dual plan's support was found.
       stalled: L-BFGS stopped making progress (relative objective change below 100 machine epsilons for
         10 iterations). With ``k`` below the natural support the optimum sits on a kink of the top-k dual,
         where the gradient (the marginal violation) need not vanish, so this is the normal way to stop there;
@@ -81,10 +88,21 @@ class SparseOTOutput(NamedTuple):
     stalled: Array
     n_iters: Array
     plan_matrix: Array
+    status: Array
+    gap: Array
+    a: Array
+    b: Array
 
     def plan(self) -> Array:
-        """The ``(n, m)`` sparse plan."""
+        """The ``(n, m)`` sparse plan read off the dual (its marginals are met only to ``marginal_error_*``)."""
         return self.plan_matrix
+
+    def feasible_plan(self) -> RoundedPlan:
+        """The plan rounded onto the transport polytope, keeping its sparsity (:func:`round_plan`): exact
+        marginals ``a``, ``b``, zero wherever :meth:`plan` is (so at most ``k`` non-zeros per column or row);
+        its ``<T, C>`` moves from ``transport_cost`` by about ``max |C|`` times twice the marginal errors
+        (Altschuler et al. 2017, Lemma 7)."""
+        return round_plan(jax.lax.stop_gradient(self.plan_matrix), self.a, self.b)
 
     alpha = renamed_field("alpha", "f")
     beta = renamed_field("beta", "g")
@@ -266,6 +284,12 @@ def sparse_ot(
     Returns:
       A :class:`SparseOTOutput`.
 
+    Statuses: ``status`` says why the optimiser stopped (gradient test, ``max_iterations``, stalled) and
+    ``gap`` how accurate ``cost`` is then (certified by the feasible plan :meth:`SparseOTOutput.feasible_plan`,
+    the dual plan rounded onto the marginals on its own support, which is also the plan to use or draw when
+    marginals must hold). With ``k < n`` the dual optimum sits on a kink and its plan need not meet the
+    marginals (a gap of the non-convex problem, not a solver failure); stalling there is the normal stop.
+
     Precision: in float32 the L-BFGS line search can stop making progress before ``tol`` (seen on small
     top-k routing problems at marginal errors up to ~1e-2, which float64 solves to 1e-7). Check ``converged``,
     ``stalled`` and ``marginal_error_*``, and solve in float64 (``jax.enable_x64``) when marginals must be tight.
@@ -293,7 +317,7 @@ def sparse_ot(
         check_int_range("k", k, 1, m)
         out = _solve_column(c.T, b, a, k, gamma, formulation, method, max_iterations, tol, learning_rate,
                             cg_iterations, cg_ridge, cg_tol)
-        return out._replace(plan_matrix=out.plan_matrix.T, f=out.g, g=out.f,
+        return out._replace(plan_matrix=out.plan_matrix.T, f=out.g, g=out.f, a=out.b, b=out.a,
                             marginal_error_a=out.marginal_error_b, marginal_error_b=out.marginal_error_a)
     check_int_range("k", k, 1, n)
     return _solve_column(c, a, b, k, gamma, formulation, method, max_iterations, tol, learning_rate,
@@ -323,12 +347,21 @@ def _solve_column(c, a, b, k, gamma, formulation, method, max_iterations, tol, l
         plan, beta = _semi_dual_plan(params, c, b, gamma, k)
         alpha = params
     transport = jnp.sum(plan * c)
+    # certified accuracy: a feasible plan on the same (k-sparse) support bounds the optimum from above
+    rounded = round_plan(jax.lax.stop_gradient(plan), a, b)
+    feasible = rounded.plan_matrix
+    upper = jnp.sum(feasible * c) + 0.5 * gamma * jnp.sum(feasible**2)
+    gap = jax.lax.stop_gradient(jnp.where(rounded.kept_support | (k >= n), jnp.maximum(upper - dual_cost, 0.0),
+                                          jnp.inf))
+    at_tol = grad_norm <= tol
+    status = jnp.where(at_tol, 0, jnp.where(stalled, 2, 1)).astype(jnp.int32)
+    converged = at_tol | (stalled & (gap <= tol * jnp.maximum(1.0, jnp.abs(dual_cost))))
     return SparseOTOutput(
         plan_matrix=plan, f=alpha, g=beta, cost=dual_cost,
         primal_cost=transport + 0.5 * gamma * jnp.sum(plan**2), transport_cost=transport,
         marginal_error_a=jnp.sum(jnp.abs(jnp.sum(plan, 1) - a)),
         marginal_error_b=jnp.sum(jnp.abs(jnp.sum(plan, 0) - b)),
-        error=grad_norm, converged=grad_norm <= tol, stalled=stalled, n_iters=n_iters)
+        error=grad_norm, converged=converged, stalled=stalled, n_iters=n_iters, status=status, gap=gap, a=a, b=b)
 
 
 class _ArgminConfig(NamedTuple):
