@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
-from jaxbayes._deprecation import renamed_arguments
 from jaxbayes._checks import check_int_range
+from jaxbayes._deprecation import renamed_arguments
 from jaxbayes.kernels._kernel import validate_inputs
 from jaxbayes.parallel import DATA_AXIS, pad_to_multiple
 from jaxbayes.typing import Array, ArrayLike
