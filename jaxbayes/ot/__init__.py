@@ -38,6 +38,7 @@ from jaxbayes.ot._projections import top_k as top_k
 from jaxbayes.ot._projections import top_k_positive as top_k_positive
 from jaxbayes.ot._rounding import RoundedPlan as RoundedPlan
 from jaxbayes.ot._rounding import round_plan as round_plan
+from jaxbayes.ot._sinkhorn import SinkhornNotConverged as SinkhornNotConverged
 from jaxbayes.ot._sinkhorn import SinkhornOutput as SinkhornOutput
 from jaxbayes.ot._sinkhorn import sinkhorn as sinkhorn
 from jaxbayes.ot._sliced import sliced_wasserstein as sliced_wasserstein
@@ -57,6 +58,7 @@ __all__ = [
     "PseudoLabels",
     "RoundedPlan",
     "SinkhornDivergenceOutput",
+    "SinkhornNotConverged",
     "SinkhornOutput",
     "SparseOTOutput",
     "SqEuclidean",

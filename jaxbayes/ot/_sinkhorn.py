@@ -21,10 +21,12 @@ sharded meshes only work in fixed-iteration mode.
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxbayes._checks import check_int_range, check_positive
 from jaxbayes._deprecation import renamed_arguments
@@ -158,6 +160,7 @@ def sinkhorn(
     cg_iterations: int = 100,
     cg_ridge: float = 0.0,
     cg_tol: float | None = None,
+    check: bool = False,
 ) -> SinkhornOutput:
     r"""Entropic optimal transport by log-domain Sinkhorn iterations.
 
@@ -174,6 +177,13 @@ def sinkhorn(
     potentials are defined up to ``(f + c, g - c)``; their implicit derivative is the one orthogonal to that
     direction, so gauge-invariant quantities (plan, cost, ``f_i + g_j``) get exact gradients. Zero-weight
     points get zero implicit gradient in their own potential.
+
+    Small epsilon: the number of iterations grows like ``1 / epsilon``, and a loop stopped by
+    ``max_iterations`` returns potentials far from optimal (at ``epsilon=0.001`` on 3000 points, a transport
+    cost of 2.52 against the exact 5.57) with only ``converged=False`` to say so. Check ``converged`` (or pass
+    ``check=True``), and use ``epsilon_scaling`` (e.g. ``0.9``) when ``epsilon`` is below about ``0.01``
+    (relative) or the loop hits ``max_iterations``: starting at the cost scale and decaying to ``epsilon``
+    converges in far fewer iterations.
 
     Args:
       geom: a :class:`Geometry` (:func:`pointcloud`, :func:`costmatrix`), a dense ``(n, m)`` cost matrix,
@@ -205,6 +215,11 @@ def sinkhorn(
       cg_tol: relative residual tolerance of the CG solve; default ``tol`` (the forward solve's accuracy,
         so the gradient is as accurate as the answer), at most 1e-5, at least 10 machine epsilons. In float64
         with ``tol=1e-12`` the plan gradients match unrolled autodiff of a converged solve to ~1e-12.
+      check: warn (:class:`SinkhornNotConverged`, a ``RuntimeWarning``) when the loop stops unconverged, with
+        the error, ``tol`` and iterations. Works the same outside and inside ``jit``/``vmap`` (a
+        ``jax.debug.callback``, so the warning is issued when the result is computed); under
+        ``filterwarnings=error`` it surfaces as an exception from the callback. Off by default (no host
+        round trip).
 
     Returns:
       A :class:`SinkhornOutput`.
@@ -260,8 +275,27 @@ def sinkhorn(
               + _kl_term(rows, a, tau_a, eps) + _kl_term(cols, b, tau_b, eps))
     error = (jnp.sum(jnp.abs(rows - a * exp_neg_over_rho(fs, tau_a, eps)))
              + jnp.sum(jnp.abs(cols - b * exp_neg_over_rho(gs, tau_b, eps))))
+    if check:
+        jax.debug.callback(_warn_unconverged, converged, error, n_iters, float(tol), max_iterations)
     return SinkhornOutput(f, g, dual, primal, transport, error, errors, converged, n_iters, eps, a, b,
                           work, tau_a, tau_b)
+
+
+class SinkhornNotConverged(RuntimeWarning):
+    """Issued by :func:`sinkhorn` with ``check=True`` when the loop stops before the error reaches ``tol``."""
+
+
+def _warn_unconverged(converged, error, n_iters, tol, max_iterations):
+    converged, error, n_iters = np.asarray(converged), np.asarray(error), np.asarray(n_iters)
+    if np.all(converged):
+        return
+    bad = ~converged
+    batch = f" ({int(np.sum(bad))} of {converged.size} problems)" if converged.size > 1 else ""
+    warnings.warn(f"sinkhorn did not converge in {int(np.max(n_iters[bad]))} of {max_iterations} iterations{batch}: "
+                  "marginal error "
+                  f"{float(np.max(error[bad])):.3g} > tol {tol:.3g}; the potentials, plan and costs are not "
+                  "optimal. Raise max_iterations or use epsilon_scaling (small epsilon)",
+                  SinkhornNotConverged, stacklevel=2)
 
 
 def _kl_term(marg, w, tau, eps):
