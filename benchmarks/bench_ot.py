@@ -1,5 +1,6 @@
 """OT benchmark: Sinkhorn vs ott-jax and POT on the same point clouds (wall time, iterations); peak memory of
-the matrix-free mode (fresh process, RSS); sparsity-constrained OT vs POT's ot.smooth (NumPy + SciPy L-BFGS-B).
+the matrix-free mode (fresh process, RSS); sparsity-constrained OT vs POT's ot.smooth (NumPy + SciPy L-BFGS-B);
+exact OT (``ot.exact_ot``, auction) vs scipy's ``linear_sum_assignment`` and POT's ``emd2``.
 
 All Sinkhorn solvers get the same absolute epsilon (a fraction of the mean cost), the same L1 marginal
 threshold and the same iteration cap. ott-jax checks its error every 10 iterations (its default), we check
@@ -157,6 +158,29 @@ def _sparse_rows(quick: bool) -> list[dict]:
     return rows
 
 
+def _exact_rows(quick: bool) -> list[dict]:
+    """Exact OT (assignment, uniform weights, float64): auction vs scipy's linear_sum_assignment and POT's emd2."""
+    import ot as pot
+    from scipy.optimize import linear_sum_assignment
+
+    rows = []
+    for n in ((100, 300) if quick else (100, 300, 500)):
+        x, y = _clouds(n, 2, seed=2)
+        c = np.asarray(((x[:, None] - y[None]) ** 2).sum(-1), np.float64)
+        with jax.enable_x64(True):
+            t, out = time_fn(jax.jit(ot.exact_ot), jnp.asarray(c), repeats=1 if quick else 3)
+        r, k = linear_sum_assignment(c)
+        ref = float(c[r, k].mean())
+        rows.append(record("exact_ot", f"n={n}", "jaxbayes", t, iterations=int(out.n_iters),
+                           converged=bool(out.converged), cost_abs_diff=abs(float(out.cost) - ref)))
+        t, _ = time_fn(linear_sum_assignment, c, repeats=3, warmup=0)
+        rows.append(record("exact_ot", f"n={n}", "scipy", t, note="linear_sum_assignment"))
+        u = np.full(n, 1.0 / n)
+        t, _ = time_fn(pot.emd2, u, u, c, repeats=3, warmup=0)
+        rows.append(record("exact_ot", f"n={n}", "POT", t, note="ot.emd2 (network simplex)"))
+    return rows
+
+
 def _plot(rows: list[dict], outdir: pathlib.Path) -> None:
     fig, axes = plotting.figure(2, 1, size=3.8)
     for ax, bench in zip(axes[0], ("sinkhorn", "sparse_ot"), strict=True):
@@ -178,6 +202,6 @@ def _plot(rows: list[dict], outdir: pathlib.Path) -> None:
 def run(outdir: pathlib.Path, *, quick: bool) -> list[dict]:
     """Run the OT benchmarks; returns records and writes ``bench_ot.png`` into ``outdir``."""
     outdir = pathlib.Path(outdir)
-    rows = _sinkhorn_rows(quick) + _memory_rows(quick) + _sparse_rows(quick)
+    rows = _sinkhorn_rows(quick) + _memory_rows(quick) + _sparse_rows(quick) + _exact_rows(quick)
     _plot(rows, outdir)
     return rows
