@@ -62,6 +62,8 @@ from jaxbayes.sde._trainer import Trainer as Trainer
 from jaxbayes.sde._trainer import TrainInfo as TrainInfo
 from jaxbayes.sde._trainer import TrainState as TrainState
 from jaxbayes.sde._trainer import score_trainer as score_trainer
+from jaxbayes.sde._trainer import trainer_init as trainer_init
+from jaxbayes.sde._trainer import trainer_step as trainer_step
 from jaxbayes.sde.analytic import gaussian_logpdf as gaussian_logpdf
 from jaxbayes.sde.analytic import gaussian_score as gaussian_score
 from jaxbayes.sde.analytic import gmm_denoiser as gmm_denoiser
@@ -132,4 +134,6 @@ __all__ = [
     "smld_loss",
     "to_score",
     "tweedie_denoise",
+    "trainer_init",
+    "trainer_step",
 ]

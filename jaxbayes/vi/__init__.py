@@ -18,6 +18,7 @@ from jaxbayes.vi._bnn import LIKELIHOODS as LIKELIHOODS
 from jaxbayes.vi._bnn import BNNAlgorithm as BNNAlgorithm
 from jaxbayes.vi._bnn import bnn_init as bnn_init
 from jaxbayes.vi._bnn import bnn_objective as bnn_objective
+from jaxbayes.vi._bnn import bnn_step_objective as bnn_step_objective
 from jaxbayes.vi._bnn import bnn_vi as bnn_vi
 from jaxbayes.vi._bnn import log_likelihood as log_likelihood
 from jaxbayes.vi._bnn import masked_kl as masked_kl
@@ -34,6 +35,7 @@ from jaxbayes.vi._fullrank import fullrank_init as fullrank_init
 from jaxbayes.vi._gaussian_vi import VIAlgorithm as VIAlgorithm
 from jaxbayes.vi._gaussian_vi import fullrank_vi as fullrank_vi
 from jaxbayes.vi._gaussian_vi import gaussian_vi as gaussian_vi
+from jaxbayes.vi._gaussian_vi import gaussian_vi_objective as gaussian_vi_objective
 from jaxbayes.vi._gaussian_vi import lowrank_vi as lowrank_vi
 from jaxbayes.vi._gaussian_vi import meanfield_vi as meanfield_vi
 from jaxbayes.vi._laplace import diagonal_fisher as diagonal_fisher
@@ -85,6 +87,7 @@ from jaxbayes.vi._ssvi import ssvi as ssvi
 from jaxbayes.vi._ssvi import swap_weights as swap_weights
 from jaxbayes.vi._state import VIInfo as VIInfo
 from jaxbayes.vi._state import VIState as VIState
+from jaxbayes.vi._state import variational_step as variational_step
 
 __all__ = [
     "BNNAlgorithm",
@@ -130,6 +133,7 @@ __all__ = [
     "bnn_apply",
     "bnn_init",
     "bnn_objective",
+    "bnn_step_objective",
     "bnn_vi",
     "diagonal_fisher",
     "drop_fraction_schedule",
@@ -141,6 +145,7 @@ __all__ = [
     "fullrank_init",
     "fullrank_vi",
     "gaussian_vi",
+    "gaussian_vi_objective",
     "glm_predictive_moments",
     "guarded_update",
     "laplace",
@@ -163,4 +168,5 @@ __all__ = [
     "ssvi",
     "swap_weights",
     "tune_prior_precision",
+    "variational_step",
 ]

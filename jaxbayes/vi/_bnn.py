@@ -11,6 +11,7 @@ Monte-Carlo draws in chunks (``lax.scan``), so memory is bounded by ``chunk_size
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -20,11 +21,11 @@ import jax.numpy as jnp
 import optax
 
 from jaxbayes._checks import check_choice, check_int_range, check_positive
-from jaxbayes.base import NAN_POLICIES, guarded_update
+from jaxbayes.base import NAN_POLICIES
 from jaxbayes.typing import Array, ArrayLike, PRNGKey, PyTree
 from jaxbayes.vi._bnn_forward import METHODS, bnn_apply
 from jaxbayes.vi._meanfield import MeanFieldNormal
-from jaxbayes.vi._state import VIInfo, VIState, check_structure, kl_weight_schedule, vi_state
+from jaxbayes.vi._state import VIState, variational_step, vi_state
 
 LIKELIHOODS = ("categorical", "gaussian")
 
@@ -134,6 +135,13 @@ def predict(key: PRNGKey, module: nn.Module, q: MeanFieldNormal, x: ArrayLike, *
     return total / num_samples
 
 
+def bnn_step_objective(key: PRNGKey, q: MeanFieldNormal, batch, kl_weight: ArrayLike, *, module: nn.Module,
+                       **options) -> tuple[Array, Array, Array]:
+    """:func:`bnn_objective` in the ``objective_fn(key, q, batch, kl_weight)`` form that
+    :func:`jaxbayes.vi._state.variational_step` ascends (``options`` as :func:`bnn_objective`'s)."""
+    return bnn_objective(key, module, q, batch, kl_weight=kl_weight, **options)
+
+
 def bnn_vi(
     module: nn.Module,
     optimizer: optax.GradientTransformation,
@@ -183,19 +191,11 @@ def bnn_vi(
     def init(key: PRNGKey, x_example: ArrayLike) -> VIState:
         return vi_state(bnn_init(key, module, x_example, init_scale=init_scale), optimizer)
 
-    def step(key: PRNGKey, state: VIState, batch) -> tuple[VIState, VIInfo]:
-        check_structure(optimizer, state)
-        beta = kl_weight_schedule(kl_weight, warmup_steps, state.step)
-
-        def loss(q):
-            value, ll, kl = bnn_objective(key, module, q, batch, num_data=num_data, method=method,
-                                          likelihood=likelihood, noise_scale=noise_scale,
-                                          prior_scale=prior_scale, kl_weight=beta, temperature=temperature)
-            return -value, (value, ll, kl)
-
-        (_, (value, ll, kl)), grads = jax.value_and_grad(loss, has_aux=True)(state.q)
-        new_state, finite = guarded_update(optimizer, state, grads, value, nan_policy)
-        return new_state, VIInfo(value, ll, kl, beta, optax.tree.norm(grads), finite)
+    objective_fn = functools.partial(bnn_step_objective, module=module, num_data=num_data, method=method,
+                                     likelihood=likelihood, noise_scale=noise_scale, prior_scale=prior_scale,
+                                     temperature=temperature)
+    step = functools.partial(variational_step, objective_fn=objective_fn, optimizer=optimizer, kl_weight=kl_weight,
+                             warmup_steps=warmup_steps, nan_policy=nan_policy)
 
     def predict_fn(key: PRNGKey, state: VIState, x: ArrayLike, *, num_samples: int = 32,
                    chunk_size: int = 8) -> Array:
@@ -205,5 +205,5 @@ def bnn_vi(
     return BNNAlgorithm(init, step, predict_fn, nan_policy)
 
 
-__all__ = ["LIKELIHOODS", "BNNAlgorithm", "bnn_init", "bnn_objective", "bnn_vi", "log_likelihood", "masked_kl",
-           "predict"]
+__all__ = ["LIKELIHOODS", "BNNAlgorithm", "bnn_init", "bnn_objective", "bnn_step_objective", "bnn_vi",
+           "log_likelihood", "masked_kl", "predict"]

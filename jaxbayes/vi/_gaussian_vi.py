@@ -20,6 +20,7 @@ would cost an extra forward pass of the log density whenever the caller discards
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import NamedTuple
@@ -29,14 +30,14 @@ import jax.numpy as jnp
 import optax
 
 from jaxbayes._checks import check_choice, check_floating, check_int_range, check_positive, concrete_value
-from jaxbayes.base import NAN_POLICIES, guarded_update
+from jaxbayes.base import NAN_POLICIES
 from jaxbayes.typing import ArrayLike, LogDensityFn, PRNGKey, PyTree
 from jaxbayes.vi._families import as_family
 from jaxbayes.vi._family import VariationalFamily
 from jaxbayes.vi._objective import Objective
 from jaxbayes.vi._objectives import as_objective
 from jaxbayes.vi._prior import GaussianPrior
-from jaxbayes.vi._state import VIInfo, VIState, check_structure, kl_weight_schedule, vi_state
+from jaxbayes.vi._state import VIState, variational_step, vi_state
 
 
 class VIAlgorithm(NamedTuple):
@@ -73,6 +74,15 @@ def check_initial_density(logdensity_fn: Callable, position: PyTree, batch: PyTr
     if v is not None and not jnp.isfinite(v):
         raise ValueError(f"logdensity_fn is not finite at the initial position (got {float(v)}); "
                          "start from a point of positive density")
+
+
+def gaussian_vi_objective(key: PRNGKey, q: VariationalFamily, batch: PyTree, kl_weight: ArrayLike, *,
+                          logdensity_fn: LogDensityFn, objective: Objective, **options) -> tuple:
+    """``(value, expected_loglik, kl)`` of ``objective`` for ``q`` on one batch: the objective function that
+    :func:`gaussian_vi`'s step ascends (``options``: ``num_samples``, ``prior``, ``num_data``,
+    ``temperature``)."""
+    terms = objective.terms(key, q, logdensity_fn, batch, kl_weight=kl_weight, **options)
+    return terms.value, terms.expected_loglik, terms.kl
 
 
 def gaussian_vi(
@@ -160,19 +170,10 @@ def gaussian_vi(
             check_initial_density(logdensity_fn, position, batch)
         return vi_state(family.init(key, position, init_scale), optimizer)
 
-    def step(key: PRNGKey, state: VIState, batch: PyTree = None) -> tuple[VIState, VIInfo]:
-        """One optimiser step on a fresh Monte-Carlo estimate of the objective."""
-        check_structure(optimizer, state)
-        beta = kl_weight_schedule(kl_weight, warmup_steps, state.step)
-
-        def loss(q):
-            terms = objective.terms(key, q, logdensity_fn, batch, kl_weight=beta, **options)
-            return -terms.value, terms
-
-        (_, terms), grads = jax.value_and_grad(loss, has_aux=True)(state.q)
-        new_state, finite = guarded_update(optimizer, state, grads, terms.value, nan_policy)
-        info = VIInfo(terms.value, terms.expected_loglik, terms.kl, beta, optax.tree.norm(grads), finite)
-        return new_state, info
+    objective_fn = functools.partial(gaussian_vi_objective, logdensity_fn=logdensity_fn, objective=objective,
+                                     **options)
+    step = functools.partial(variational_step, objective_fn=objective_fn, optimizer=optimizer,
+                             kl_weight=kl_weight, warmup_steps=warmup_steps, nan_policy=nan_policy)
 
     def sample(key: PRNGKey, state: VIState, num: int) -> PyTree:
         """``num`` draws from the current ``q``, stacked along a new leading axis."""
@@ -219,5 +220,5 @@ def fullrank_vi(logdensity_fn: LogDensityFn, optimizer: optax.GradientTransforma
     return gaussian_vi(logdensity_fn, optimizer, family="fullrank", **options)
 
 
-__all__ = ["VIAlgorithm", "check_initial_density", "check_position", "fullrank_vi", "gaussian_vi", "lowrank_vi",
-           "meanfield_vi"]
+__all__ = ["VIAlgorithm", "check_initial_density", "check_position", "fullrank_vi", "gaussian_vi",
+           "gaussian_vi_objective", "lowrank_vi", "meanfield_vi"]

@@ -3,14 +3,15 @@ the KL warm-up schedule and the check that the parameter structure still matches
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxbayes.base import zero_counters
-from jaxbayes.typing import Array, ArrayLike, Family, PyTree
+from jaxbayes.base import guarded_update, zero_counters
+from jaxbayes.typing import Array, ArrayLike, Family, PRNGKey, PyTree
 
 
 class VIState(NamedTuple):
@@ -81,4 +82,26 @@ def check_structure(optimizer: optax.GradientTransformation, state: NamedTuple) 
                          "call alg.init again for a new parameter structure")
 
 
-__all__ = ["VIInfo", "VIState", "check_structure", "kl_weight_schedule", "vi_state"]
+def variational_step(key: PRNGKey, state: VIState, batch: PyTree = None, *,
+                     objective_fn: Callable[[PRNGKey, Family, PyTree, Array], tuple[Array, Array, Array]],
+                     optimizer: optax.GradientTransformation, kl_weight: ArrayLike, warmup_steps: int,
+                     nan_policy: str) -> tuple[VIState, VIInfo]:
+    """One step of a VI algorithm: ascend ``objective_fn(key, q, batch, beta) -> (value, expected_loglik, kl)``
+    with ``beta`` the warmed-up KL weight, through :func:`jaxbayes.base.guarded_update`.
+
+    The step logic of :func:`jaxbayes.vi.gaussian_vi` and :func:`jaxbayes.vi.bnn_vi` (blackjax's shape: a
+    module-level function with explicit configuration; the factories bind it with ``functools.partial``).
+    """
+    check_structure(optimizer, state)
+    beta = kl_weight_schedule(kl_weight, warmup_steps, state.step)
+
+    def loss(q):
+        value, expected_loglik, kl = objective_fn(key, q, batch, beta)
+        return -value, (value, expected_loglik, kl)
+
+    (_, (value, expected_loglik, kl)), grads = jax.value_and_grad(loss, has_aux=True)(state.q)
+    new_state, finite = guarded_update(optimizer, state, grads, value, nan_policy)
+    return new_state, VIInfo(value, expected_loglik, kl, beta, optax.tree.norm(grads), finite)
+
+
+__all__ = ["VIInfo", "VIState", "check_structure", "kl_weight_schedule", "variational_step", "vi_state"]
