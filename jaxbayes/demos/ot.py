@@ -56,7 +56,13 @@ def _colour_transfer(outdir: pathlib.Path, n: int, k: int) -> tuple[dict, list[s
     # row sparsity: every source colour goes to at most k target colours (a sparse colour map)
     sp = jax.jit(lambda c: sparse_ot(c, k=k, gamma=0.05 * jnp.mean(c) * n, sparsity="row",
                                      formulation="semi_dual", tol=1e-6, max_iterations=400))(c)
-    plan_k = sp.plan()
+    # the dual's plan violates the marginals (the k-sparse problem is non-convex); its rounding onto the
+    # transport polytope keeps the support, so the colour map stays k-sparse and moves all the mass
+    rounded = sp.feasible_plan()
+    # when the dual's support admits no plan with these marginals, the rounding falls back to a dense plan:
+    # then the map uses the dual's k-sparse plan and the report says so
+    kept = bool(rounded.kept_support)
+    plan_k = rounded.plan() if kept else sp.plan()
     mapped_k = (plan_k @ y) / jnp.maximum(jnp.sum(plan_k, axis=1, keepdims=True), 1e-12)
 
     full_s = np.asarray(_nearest_map(src_all, x, mapped_s)).reshape(src_img.shape)
@@ -76,7 +82,7 @@ def _colour_transfer(outdir: pathlib.Path, n: int, k: int) -> tuple[dict, list[s
     order_x = np.argsort(np.asarray(x @ jnp.array([0.299, 0.587, 0.114])))
     order_y = np.argsort(np.asarray(y @ jnp.array([0.299, 0.587, 0.114])))
     fig, axes = plotting.figure(2, 1, size=3.6)
-    for ax, plan, title in zip(axes[0], (plan_s, plan_k), ("entropic plan", f"sparse plan (<= {k}/row)"),
+    for ax, plan, title in zip(axes[0], (plan_s, plan_k), ("entropic plan", f"sparse plan{', rounded' if kept else ' (dual)'} (<= {k}/row)"),
                                strict=True):
         p = np.asarray(plan)[np.ix_(order_x, order_y)]
         logp = np.log10(np.maximum(p, 1e-30))
@@ -94,7 +100,15 @@ def _colour_transfer(outdir: pathlib.Path, n: int, k: int) -> tuple[dict, list[s
         "sinkhorn_plan_nonzeros_per_row": float(np.mean(np.asarray(plan_s > 1e-8 * plan_s.max()).sum(1))),
         "sparse_k": k,
         "sparse_max_nonzeros_per_row": int(nnz.max()),
-        "sparse_marginal_error": float(sp.marginal_error_a + sp.marginal_error_b),
+        "sparse_dual_plan_marginal_error": float(sp.marginal_error_a + sp.marginal_error_b),
+        "sparse_rounded_plan_marginal_error": float(rounded.marginal_error),
+        "sparse_plan_drawn": "rounded (exact marginals)" if kept else "dual (rounding could not keep the support)",
+        "sparse_columns_without_mass": int(np.sum(np.asarray(sp.plan()).sum(0) <= 0)),
+        "sparse_rounded_kept_support": bool(rounded.kept_support),
+        "sparse_status": ["converged (gradient test)", "max_iterations", "stalled"][int(sp.status)],
+        # inf when no feasible plan on the support was found within the scaling budget: reported as None
+        "sparse_duality_gap": float(sp.gap) if np.isfinite(float(sp.gap)) else None,
+        "sparse_transport_cost_drawn_plan": float(jnp.sum(plan_k * c)),
         "divergence_before": before,
         "divergence_after_sinkhorn": after_s,
         "divergence_after_sparse": after_k,

@@ -172,6 +172,11 @@ def dps_sampler(key: PRNGKey, score_fn: ScoreFn, sde: SDE, y: Array, forward_fn:
     ``x`` and ``zeta_i = step_size / ||y - A(x0_hat)||`` (the paper's normalised step). Approximate: the
     posterior is not sampled exactly. ``nfe = num_steps + 1`` (each with one vector-Jacobian product).
 
+    The normalised step moves ``x`` by ``2 step_size ||A^T r|| / ||r||`` per step whatever the dimension, so
+    the paper's ``step_size = 1`` (tuned on 256 x 256 images) is large for a low-dimensional ``x``: on a 2-D
+    linear-Gaussian problem (``y = x_1 + x_2``, noise 0.05) 1000 steps give a sample covariance about 14
+    times the exact posterior's, and ``step_size = 0.1`` one within about 15 %. Choose it by the dimension.
+
     Args:
       y: the measurement. forward_fn: ``A``, any differentiable function of one point.
       shape: shape of one sample. step_size: ``zeta'``.
