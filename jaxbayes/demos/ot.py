@@ -82,8 +82,8 @@ def _colour_transfer(outdir: pathlib.Path, n: int, k: int) -> tuple[dict, list[s
     order_x = np.argsort(np.asarray(x @ jnp.array([0.299, 0.587, 0.114])))
     order_y = np.argsort(np.asarray(y @ jnp.array([0.299, 0.587, 0.114])))
     fig, axes = plotting.figure(2, 1, size=3.6)
-    for ax, plan, title in zip(axes[0], (plan_s, plan_k), ("entropic plan", f"sparse plan{', rounded' if kept else ' (dual)'} (<= {k}/row)"),
-                               strict=True):
+    sparse_title = f"sparse plan{', rounded' if kept else ' (dual)'} (<= {k}/row)"
+    for ax, plan, title in zip(axes[0], (plan_s, plan_k), ("entropic plan", sparse_title), strict=True):
         p = np.asarray(plan)[np.ix_(order_x, order_y)]
         logp = np.log10(np.maximum(p, 1e-30))
         ax.imshow(logp, cmap="magma", aspect="auto", vmin=logp.max() - 4, vmax=logp.max())
