@@ -51,3 +51,36 @@ def test_fisher_merge_is_precision_weighted_average(x64, key):
         vi.fisher_merge([m1, m2], [f1])
     with pytest.raises(ValueError, match="structure"):
         vi.fisher_merge([m1, {"v": jnp.ones(3)}], [f1, f2])
+
+
+def test_laplace_categorical_default_equals_numpy_diagonal_ggn(x64, key):
+    """Oracle: the diagonal of sum_n J_n^T (diag(p_n) - p_n p_n^T) J_n + prior precision, computed in numpy
+    from the logits' Jacobian J_n (d logits / d theta, not the library's log-softmax route) of a two-layer
+    tanh MLP, at the default prior precision 1 and default kind/batching."""
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(nn.tanh(nn.Dense(5)(x)))
+
+    module = Net()
+    x = jax.random.normal(key, (30, 4), jnp.float64)
+    params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64),
+                          module.init(jax.random.key(7), x[:1])["params"])
+    apply = lambda p, xi: module.apply({"params": p}, xi[None])[0]
+    q = vi.laplace(apply, params, x, likelihood="categorical")
+    flat, unravel = jax.flatten_util.ravel_pytree(params)
+    jac = np.asarray(jax.vmap(jax.jacfwd(lambda t, xi: apply(unravel(t), xi)), (None, 0))(flat, x))  # (n, C, P)
+    logits = np.asarray(jax.vmap(lambda xi: apply(params, xi))(x))
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    ggn = np.zeros((flat.size, flat.size))
+    for jn, pn in zip(jac, p, strict=True):
+        ggn += jn.T @ (np.diag(pn) - np.outer(pn, pn)) @ jn
+    precision = np.diag(ggn) + 1.0
+    got = np.exp(-2.0 * np.asarray(jax.flatten_util.ravel_pytree(q.log_scale)[0]))
+    np.testing.assert_allclose(got, precision, rtol=1e-10)
+    np.testing.assert_array_equal(jax.flatten_util.ravel_pytree(q.mean)[0], flat)
+    # the oracle is sensitive: dropping the -p p^T term (the Hessian's off-diagonal part) is detected
+    wrong = np.diag(sum(jn.T @ np.diag(pn) @ jn for jn, pn in zip(jac, p, strict=True))) + 1.0
+    assert np.max(np.abs(got / wrong - 1.0)) > 1e-2
