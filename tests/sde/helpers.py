@@ -72,8 +72,8 @@ def mixture_component_z(samples, weights, means, covs):
 N_MOMENTS = 4000  # samples per SDE for the component-moment check (the first N_SAMPLES[d] for the energy test)
 
 
-def mixture_oracle_checks(sampler, d, sdes):
-    """Draw ``N_MOMENTS`` samples of ``sampler(key, score, sde, shape)`` (its defaults) per SDE with the exact
+def mixture_oracle_checks(sampler, d, sdes, n=N_MOMENTS):
+    """Draw ``n`` (>= N_SAMPLES[d]) samples of ``sampler(key, score, sde, shape)`` (its defaults) per SDE with the exact
     score of the anisotropic 3-component mixture of tests/sde/test_pc_oracle.py. Returns {sde name: (energy
     distance to a fresh exact set / the test_pc_oracle threshold, count chi2 / its 0.999 quantile, max component
     mean |z|, max component covariance |z|)}."""
@@ -89,7 +89,7 @@ def mixture_oracle_checks(sampler, d, sdes):
     @jax.jit
     def run(key):
         return [sample_batch(lambda k, sde=sde: sampler(k, gmm_score(sde, wj, mj, cj), sde, (d,)), key,
-                             N_MOMENTS).samples for sde in sdes]
+                             n).samples for sde in sdes]
 
     threshold, _ = null_threshold(d)
     ref = exact_samples(d, N_SAMPLES[d], seed=30_000 + d)
