@@ -34,7 +34,8 @@ def test_accuracy_nll_brier_hand_values():
     assert float(metrics.brier(probs, labels)) == pytest.approx(brier, rel=1e-6)
     np.testing.assert_allclose(metrics.predictive_entropy(np.array([[0.5, 0.5], [1.0, 0.0]])), [np.log(2), 0.0],
                                rtol=1e-6)
-    assert float(jax.jit(metrics.ece)(probs, labels)) >= 0.0
+    # three examples in three bins (confidences 0.7 right, 0.6 wrong, 0.5 right): (0.3 + 0.6 + 0.5) / 3
+    assert float(jax.jit(metrics.ece)(probs, labels)) == pytest.approx(1.4 / 3, rel=1e-6)
 
 
 def test_auroc_matches_sklearn_with_ties(key):
