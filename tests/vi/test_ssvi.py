@@ -82,3 +82,23 @@ def test_ssvi_bad_density_and_structure(key):
     other = vi.ssvi(nn.Dense(3), optax.adam(1e-2), density=1.0, num_data=10).init(key, jnp.ones((1, 4)))
     with pytest.raises(ValueError, match="structure changed"):
         alg.step(key, state._replace(q=other.q), (jnp.ones((2, 4)), jnp.zeros(2, jnp.int32)))
+
+
+def test_full_density_at_the_defaults_is_dense_mean_field_vi():
+    """The limit density = 1 at the defaults (folded-SNR criterion, update_every=100, anneal_steps=1000,
+    drop_fraction=0.5): the two mask updates in 250 steps swap nothing, so the run equals ``bnn_vi``'s with the
+    same keys (SSVI's init splits its key into the network's and the mask's) to float32 rounding."""
+    mlp = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(3)])
+    x = jax.random.normal(jax.random.key(0), (64, 4))
+    y = jax.random.randint(jax.random.key(1), (64,), 0, 3)
+    sparse = vi.ssvi(mlp, optax.adam(1e-2), density=1.0, num_data=64)
+    dense = vi.bnn_vi(mlp, optax.adam(1e-2), num_data=64)
+    s_sparse = sparse.init(jax.random.key(2), x[:1])
+    s_dense = dense.init(jax.random.split(jax.random.key(2))[0], x[:1])
+    s_sparse, i_sparse = vi.fit(jax.random.key(3), sparse, s_sparse, 250, data=(x, y), batch_size=16)
+    s_dense, i_dense = vi.fit(jax.random.key(3), dense, s_dense, 250, data=(x, y), batch_size=16)
+    assert int(s_sparse.num_mask_updates) == 2
+    assert all(bool(jnp.all(m == 1)) for m in jax.tree.leaves(s_sparse.mask))
+    for u, v in zip(jax.tree.leaves(s_sparse.q), jax.tree.leaves(s_dense.q), strict=True):
+        np.testing.assert_allclose(u, v, atol=1e-6)
+    np.testing.assert_allclose(i_sparse.objective, i_dense.objective, rtol=1e-6, atol=1e-4)
