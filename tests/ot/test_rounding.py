@@ -95,6 +95,12 @@ def test_stalled_but_accurate_reports_converged_with_certified_gap(x64):
     assert float(out.error) > 1e-9
     assert 0.0 <= float(out.gap) <= 1e-9
     assert bool(out.converged)
+    # the gap is certified by the plan feasible_plan() returns: its regularised cost minus the dual value
+    fp = out.feasible_plan()
+    q = np.asarray(fp.plan())
+    upper = float(np.sum(q * np.asarray(c)) + 0.5 * 0.05 * np.sum(q**2))
+    assert bool(fp.kept_support)
+    np.testing.assert_allclose(upper - float(out.cost), float(out.gap), rtol=1e-6, atol=1e-15)
 
 
 def test_max_iterations_status():
