@@ -125,11 +125,10 @@ def student_t_log_marginal_likelihood(k_train_train: ArrayLike, y_train: ArrayLi
     k = check_square_matrix("k_train_train", k_train_train)
     y = check_targets(k, y_train)
     _, quad, logdet, (n, n_out) = _quadratic(k, y, noise, jitter, max_tries)
-    a_post = alpha + 0.5 * n * n_out
-    b_post = beta + 0.5 * quad
-    return (jax.scipy.special.gammaln(a_post) - jax.scipy.special.gammaln(alpha)
-            - 0.5 * n * n_out * jnp.log(2 * jnp.pi * beta) - 0.5 * n_out * logdet
-            - a_post * jnp.log(b_post / beta))
+    # y is multivariate t with df = 2 alpha and shape (beta / alpha) (K + s I) per column
+    d = n * n_out
+    ratio = jnp.asarray(beta, quad.dtype) / alpha
+    return _log_multivariate_t(quad / ratio, n_out * logdet + d * jnp.log(ratio), d, 2 * jnp.asarray(alpha))
 
 
 def student_t_posterior(k_train_train: ArrayLike, y_train: ArrayLike, k_test_train: ArrayLike,
@@ -231,12 +230,15 @@ def student_t_joint_predictive_logpdf(posterior: StudentTPosterior, y_test: Arra
     rm = r[:, None] if r.ndim == 1 else r
     z = jax.scipy.linalg.solve_triangular(ch.chol, rm, lower=True)
     m, k_out = rm.shape
-    d = m * k_out
-    df = posterior.df
     logdet = 2 * jnp.sum(jnp.log(jnp.diagonal(ch.chol)))
+    return _log_multivariate_t(jnp.sum(z * z), k_out * logdet, m * k_out, posterior.df)
+
+
+def _log_multivariate_t(quad: Array, logdet: Array, d: int, df: ArrayLike) -> Array:
+    """``log t_df(y; mu, S)`` in ``d`` dimensions from ``quad = (y - mu)^T S^{-1} (y - mu)`` and
+    ``logdet = log det S`` (the one formula behind the marginal likelihood and the joint predictive)."""
     return (jax.scipy.special.gammaln(0.5 * (df + d)) - jax.scipy.special.gammaln(0.5 * df)
-            - 0.5 * d * jnp.log(df * jnp.pi) - 0.5 * k_out * logdet
-            - 0.5 * (df + d) * jnp.log1p(jnp.sum(z * z) / df))
+            - 0.5 * d * jnp.log(df * jnp.pi) - 0.5 * logdet - 0.5 * (df + d) * jnp.log1p(quad / df))
 
 
 def fit_student_t(k_train_train: ArrayLike, y_train: ArrayLike, *, noise: ArrayLike = 0.0,
