@@ -27,14 +27,9 @@ import jax.numpy as jnp
 from jaxbayes._checks import check_choice
 from jaxbayes.typing import Array, ArrayLike, PRNGKey, PyTree
 from jaxbayes.vi._meanfield import MeanFieldNormal
+from jaxbayes.vi._tree_paths import get_path
 
 METHODS = ("local", "flipout", "sample")
-
-
-def _lookup(tree: PyTree, path: tuple[str, ...]) -> PyTree:
-    for name in path:
-        tree = tree[name]
-    return tree
 
 
 def _linear(module: nn.Module, kernel: Array, bias: Array | None, x: Array) -> Array:
@@ -99,7 +94,7 @@ def bnn_apply(
         if inside[0] or context.method_name != "__call__" or not isinstance(mod, nn.Dense | nn.Conv):
             return next_fun(*args, **kwargs)
         inp = args[0]
-        m, s = _lookup(mean, mod.path), _lookup(scale, mod.path)
+        m, s = get_path(mean, mod.path), get_path(scale, mod.path)
         mb, sb = m.get("bias"), s.get("bias")
         lkey = mod.make_rng("bnn")
         inside[0] = True

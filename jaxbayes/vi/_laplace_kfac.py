@@ -22,7 +22,8 @@ import jax.numpy as jnp
 
 from jaxbayes.typing import Array, PyTree
 from jaxbayes.vi._laplace_likelihoods import output_precision
-from jaxbayes.vi._laplace_structure import LaplaceProblem, LaplaceStructure, get_path, set_path, sum_over_examples
+from jaxbayes.vi._laplace_structure import LaplaceProblem, LaplaceStructure, sum_over_examples
+from jaxbayes.vi._tree_paths import get_path, set_path
 
 
 class DenseLayer(NamedTuple):

@@ -13,7 +13,7 @@ covers only some parameters).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -69,22 +69,6 @@ def sum_over_examples(fn: Callable[[Array, Array], PyTree], x: Array, y: Array, 
     return total
 
 
-def get_path(params: PyTree, path: tuple[str, ...]) -> PyTree:
-    """The sub-tree of nested mappings ``params`` at ``path`` (``()``: ``params`` itself)."""
-    for k in path:
-        params = params[k]
-    return params
-
-
-def set_path(params: PyTree, path: tuple[str, ...], value: PyTree) -> PyTree:
-    """A copy of nested mappings ``params`` with the sub-tree at ``path`` replaced by ``value``."""
-    if not path:
-        return value
-    if not isinstance(params, Mapping):
-        raise TypeError(f"parameters at {path} must be nested mappings, got {type(params).__name__}")
-    return {**params, path[0]: set_path(params[path[0]], path[1:], value)}
-
-
 class LaplaceStructure:
     """Base class of the curvature structures (frozen dataclasses, so they can be static under ``jit``)."""
 
@@ -127,5 +111,5 @@ def flat_model(problem: LaplaceProblem, structure: LaplaceStructure, params: PyT
     return lambda v, xi: jnp.reshape(problem.apply_fn(structure.merge(params, v), xi), (-1,))
 
 
-__all__ = ["CURVATURES", "LaplaceProblem", "LaplaceStructure", "flat_model", "get_path", "set_path",
+__all__ = ["CURVATURES", "LaplaceProblem", "LaplaceStructure", "flat_model",
            "sum_over_examples"]

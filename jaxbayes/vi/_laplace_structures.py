@@ -30,10 +30,9 @@ from jaxbayes.vi._laplace_structure import (
     LaplaceProblem,
     LaplaceStructure,
     flat_model,
-    get_path,
-    set_path,
     sum_over_examples,
 )
+from jaxbayes.vi._tree_paths import get_path, set_path
 
 
 class FullCurvature(NamedTuple):
