@@ -38,6 +38,11 @@ from jaxbayes.sde._losses import ddpm_loss as ddpm_loss
 from jaxbayes.sde._losses import dsm_loss as dsm_loss
 from jaxbayes.sde._losses import edm_loss as edm_loss
 from jaxbayes.sde._losses import smld_loss as smld_loss
+from jaxbayes.sde._metrics import energy_distance as energy_distance
+from jaxbayes.sde._metrics import median_bandwidth as median_bandwidth
+from jaxbayes.sde._metrics import mmd2 as mmd2
+from jaxbayes.sde._metrics import sinkhorn_divergence as sinkhorn_divergence
+from jaxbayes.sde._metrics import sliced_w2 as sliced_w2
 from jaxbayes.sde._ode_sampler import ode_sampler as ode_sampler
 from jaxbayes.sde._param import convert_fn as convert_fn
 from jaxbayes.sde._param import denoiser_from_score as denoiser_from_score
@@ -111,6 +116,7 @@ __all__ = [
     "edm_precond",
     "edm_sampler",
     "encode",
+    "energy_distance",
     "from_score",
     "gaussian_logpdf",
     "gaussian_score",
@@ -125,12 +131,16 @@ __all__ = [
     "karras_sigmas",
     "log_likelihood",
     "logsnr_grid",
+    "median_bandwidth",
+    "mmd2",
     "nets",
     "ode_sampler",
     "pc_sampler",
     "sample_batch",
     "score_from_denoiser",
     "score_trainer",
+    "sinkhorn_divergence",
+    "sliced_w2",
     "smld_loss",
     "to_score",
     "tweedie_denoise",
