@@ -37,7 +37,7 @@ from jaxbayes.base import fit, optimizer_algorithm
 from jaxbayes.kernels._common import check_square_matrix, check_targets
 from jaxbayes.kernels._linalg import cg_solve, jittered_cholesky
 from jaxbayes.kernels._solvers import CG, GPConditioned, GPSolver, as_solver
-from jaxbayes.parallel import data_parallel
+from jaxbayes.parallel import data_parallel, unshard
 from jaxbayes.typing import Array, ArrayLike, PyTree
 
 
@@ -129,11 +129,13 @@ def gp_predict(conditioned: GPConditioned, k_test_train: ArrayLike, k_test_test:
         in ``var`` either way.
       tol, max_iterations: CG stopping rule for the variance solves (CG solver only).
     """
-    kx = jnp.asarray(k_test_train)
+    # The variance solves pair every test row with every other (v^T v): explicitly sharded test kernels are
+    # gathered first (a no-op for unsharded and Auto-sharded inputs).
+    kx = unshard(jnp.asarray(k_test_train))
     check_ndim("k_test_train", kx, 2)
     if kx.shape[1] != conditioned.alpha.shape[0]:
         raise ValueError(f"k_test_train must have {conditioned.alpha.shape[0]} columns, got {kx.shape}")
-    kss = jnp.asarray(k_test_test)
+    kss = unshard(jnp.asarray(k_test_test))
     check_ndim("k_test_test", kss, 2 if full_cov else 1)
     mean = kx @ conditioned.alpha
     ok = conditioned.ok

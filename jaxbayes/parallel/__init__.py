@@ -13,6 +13,12 @@ from jaxbayes.parallel._distributed import host_local_to_global as host_local_to
 from jaxbayes.parallel._distributed import initialize as initialize
 from jaxbayes.parallel._distributed import is_main_process as is_main_process
 from jaxbayes.parallel._distributed import process_slice as process_slice
+from jaxbayes.parallel._explicit import explicit_spec as explicit_spec
+from jaxbayes.parallel._explicit import is_explicit as is_explicit
+from jaxbayes.parallel._explicit import reshard_to_specs as reshard_to_specs
+from jaxbayes.parallel._explicit import shard_rows_like as shard_rows_like
+from jaxbayes.parallel._explicit import take_rows as take_rows
+from jaxbayes.parallel._explicit import unshard as unshard
 from jaxbayes.parallel._keys import as_key as as_key
 from jaxbayes.parallel._keys import index_keys as index_keys
 from jaxbayes.parallel._keys import sample_keys as sample_keys
@@ -30,14 +36,20 @@ __all__ = [
     "data_mesh",
     "data_parallel",
     "distribute_rows",
+    "explicit_spec",
     "host_local_to_global",
     "index_keys",
     "initialize",
+    "is_explicit",
     "is_main_process",
     "pad_to_multiple",
     "process_slice",
     "replicate",
     "replicated_sharding",
+    "reshard_to_specs",
     "sample_keys",
     "shard_batch",
+    "shard_rows_like",
+    "take_rows",
+    "unshard",
 ]

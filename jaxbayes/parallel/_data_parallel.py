@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh, PartitionSpec
 
 from jaxbayes._checks import check_choice
+from jaxbayes.parallel._explicit import is_explicit, reshard_to_specs, unshard
 from jaxbayes.parallel._mesh import DATA_AXIS
 from jaxbayes.typing import PyTree
 
@@ -34,6 +35,8 @@ def pad_to_multiple(tree: PyTree, multiple: int) -> tuple[PyTree, int]:
     def padded(x):
         if not pad:
             return x
+        # Explicitly sharded rows cannot be sliced or extended in place: gather them first.
+        x = unshard(x)
         return jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad, *x.shape[1:]))], axis=0)
 
     return jax.tree.map(padded, tree), n
@@ -96,12 +99,18 @@ def data_parallel(
             return jax.lax.psum(summed, axis_name)
 
         out_specs = PartitionSpec(axis_name) if reduce is None else PartitionSpec()
+        in_specs = (PartitionSpec(axis_name), *specs)
+        # On an Explicit mesh shard_map needs every input's type to carry its in-spec (parameters arrive
+        # unsharded, the batch maybe sharded otherwise); on an Auto mesh this is a no-op.
+        inputs = reshard_to_specs((weight, *full), mesh, in_specs)
         # check_vma=False: per-sample functions often start loop carries from constants (zeros potentials,
         # iteration counters); with the check on, every such carry would need an explicit pcast.
-        out = jax.shard_map(local, mesh=mesh, in_specs=(PartitionSpec(axis_name), *specs),
-                            out_specs=out_specs, check_vma=False)(weight, *full)
+        out = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)(*inputs)
         if reduce is None:
-            return jax.tree.map(lambda o: o[:n], out)
+            if n == jax.tree.leaves(padded)[0].shape[0]:
+                return out
+            # Explicit shardings cannot drop rows of a sharded axis; gather the (padded) outputs first.
+            return jax.tree.map(lambda o: (unshard(o) if is_explicit(mesh) else o)[:n], out)
         return out if reduce == "sum" else jax.tree.map(lambda o: o / n, out)
 
     return wrapped
