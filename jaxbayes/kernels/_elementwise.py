@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from jaxbayes._checks import check_positive
 from jaxbayes.kernels._kernel import Kernel, Layer, diagonal_pairs, make_layer
 from jaxbayes.kernels._math import atan2, safe_sqrt
+from jaxbayes.parallel import explicit_spec
 from jaxbayes.typing import Array, ArrayLike
 
 _ROW_BLOCK_ELEMENTS = 2**18
@@ -37,6 +38,9 @@ def _rowwise(fn: Callable, *arrays: Array) -> Any:
     """
     rows = arrays[0].shape[0]
     if arrays[0].ndim <= 1 or rows < 2:  # per-point variances: small; one row: a loop would be removed
+        return fn(*arrays)
+    if any(explicit_spec(a) is not None for a in arrays):
+        # lax.map refuses to loop over an explicitly sharded axis; each device already holds only its rows.
         return fn(*arrays)
     # blocks of about _ROW_BLOCK_ELEMENTS entries, and at least two of them
     block = min(max(1, _ROW_BLOCK_ELEMENTS // math.prod(arrays[0].shape[1:])), -(-rows // 2))
@@ -59,8 +63,10 @@ def _elementwise_map(kernels_fn: Callable) -> Callable[[Kernel], Kernel]:
         if k.var2 is None:
             # Self kernel: its diagonal is each point's own covariance. Use var1 there exactly, so that
             # sqrt(q1 q2 - c^2) is exactly 0 instead of sqrt(rounding error) ~ 1e-8 relative.
+            # (A mask, not a scatter: a scatter into explicitly sharded rows would be refused.)
             idx = jnp.arange(c.shape[0])
-            c = c.at[idx, idx].set(k.var1)
+            eye = (idx[:, None] == idx[None, :]).reshape(*c.shape[:2], *(1,) * (c.ndim - 2))
+            c = jnp.where(eye, k.var1[:, None], c)
         qb = cross[1][0]  # (m, *1, *S): the same for every row
 
         def cross_rows(c_rows, ntk_rows, qa_rows):

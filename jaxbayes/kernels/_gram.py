@@ -19,7 +19,7 @@ from jax.sharding import Mesh, PartitionSpec
 from jaxbayes._checks import check_int_range
 from jaxbayes._deprecation import renamed_arguments
 from jaxbayes.kernels._kernel import validate_inputs
-from jaxbayes.parallel import DATA_AXIS, pad_to_multiple
+from jaxbayes.parallel import DATA_AXIS, is_explicit, pad_to_multiple, reshard_to_specs, unshard
 from jaxbayes.typing import Array, ArrayLike
 
 
@@ -101,9 +101,12 @@ def gram(kernel_fn: Callable, x1: ArrayLike, x2: ArrayLike | None = None, *, chu
     else:
         size = mesh.shape[axis_name]
         padded, n = pad_to_multiple(x1, size)
-        out = jax.shard_map(rows, mesh=mesh, in_specs=(PartitionSpec(axis_name), PartitionSpec()),
-                            out_specs=PartitionSpec(axis_name), check_vma=False)(padded, x2)
-        out = jax.tree.map(lambda a: a[:n], out)
+        in_specs = (PartitionSpec(axis_name), PartitionSpec())
+        out = jax.shard_map(rows, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec(axis_name),
+                            check_vma=False)(*reshard_to_specs((padded, x2), mesh, in_specs))
+        if n != padded.shape[0]:
+            # Rows of an explicitly sharded axis cannot be dropped in place; gather the padded result first.
+            out = jax.tree.map(lambda a: (unshard(a) if is_explicit(mesh) else a)[:n], out)
     if symmetric:
         # A tile sees x1[I] and x2[J] as different inputs, so a point paired with itself gets
         # sqrt(q^2 - c^2) from rounding (~sqrt(eps) relative). Use each point's exact self kernel instead.
@@ -111,9 +114,12 @@ def gram(kernel_fn: Callable, x1: ArrayLike, x2: ArrayLike | None = None, *, chu
             k = kernel_fn(xi[None])
             return k.nngp[0, 0], k.ntk[0, 0]
 
-        dn, dt = jax.lax.map(own, x1, batch_size=chunk_size)
+        # lax.map needs its rows replicated; the diagonal goes in by a mask (a scatter into explicitly
+        # sharded rows would be refused), which keeps the result's row sharding.
+        dn, dt = jax.lax.map(own, unshard(x1), batch_size=chunk_size)
         idx = jnp.arange(x1.shape[0])
-        out = KernelMatrices(out.nngp.at[idx, idx].set(dn), out.ntk.at[idx, idx].set(dt))
+        eye = idx[:, None] == idx[None, :]
+        out = KernelMatrices(jnp.where(eye, dn[:, None], out.nngp), jnp.where(eye, dt[:, None], out.ntk))
     return out
 
 

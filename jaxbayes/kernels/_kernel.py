@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import jax.numpy as jnp
 
 from jaxbayes._checks import check_finite, check_floating
+from jaxbayes.parallel import unshard
 from jaxbayes.typing import Array, ArrayLike
 
 
@@ -86,7 +87,8 @@ def diagonal_pairs(k: Kernel) -> tuple[tuple[Array, Array], tuple[Array, Array],
     n, m = d1.shape[0], d2.shape[0]
     spatial = d1.shape[1:]
     ones = (1,) * s
-    cross = (d1.reshape(n, 1, *spatial, *ones), d2.reshape(1, m, *ones, *spatial))
+    # The column variances pair with every row: whole on each device when the rows are explicitly sharded.
+    cross = (d1.reshape(n, 1, *spatial, *ones), unshard(d2).reshape(1, m, *ones, *spatial))
     self1 = (d1.reshape(n, *spatial, *ones), d1.reshape(n, *ones, *spatial))
     self2 = None if k.var2 is None else (d2.reshape(m, *spatial, *ones), d2.reshape(m, *ones, *spatial))
     return cross, self1, self2
@@ -107,7 +109,10 @@ def unchecked_input_kernel(x1: Array, x2: Array | None) -> Kernel:
     upper = letters.upper()
     var_spec = f"n{letters}z,n{upper}z->n{letters}{upper}"
     var1 = jnp.einsum(var_spec, x1, x1) / c
-    other = x1 if x2 is None else x2
+    # Every row needs all of the columns: with row-sharded (Explicit) inputs an outer product of two
+    # operands sharded on the same axis has no legal sharding, so the column operand goes whole to each
+    # device and the result is row-sharded like x1. A no-op for unsharded and Auto-sharded inputs.
+    other = unshard(x1 if x2 is None else x2)
     if s and c <= _UNROLL_CHANNELS:
         # Few channels (images): a broadcast product summed over channels is one fused pass that writes the
         # (n, m, *S, *S) layout directly; a dot with a contraction of 3 plus a 6-D transpose is ~20x slower.
