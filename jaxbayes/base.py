@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxbayes._checks import check_choice, check_int_range, concrete_value
-from jaxbayes.parallel import sample_keys
+from jaxbayes.parallel import sample_keys, take_rows
 from jaxbayes.typing import Array, PRNGKey, PyTree
 
 NAN_POLICIES = ("skip", "raise")
@@ -212,7 +212,7 @@ def minibatch(key: PRNGKey, data: PyTree, batch_size: int) -> PyTree:
     if batch_size > n:
         raise ValueError(f"batch_size {batch_size} is larger than the data set ({n} examples)")
     idx = jax.random.choice(key, n, (batch_size,), replace=False)
-    return jax.tree.map(lambda x: jnp.asarray(x)[idx], data)
+    return jax.tree.map(lambda x: take_rows(x, idx), data)
 
 
 def fit(

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbayes._checks import check_int_range, check_ndim
+from jaxbayes.parallel import unshard
 from jaxbayes.typing import Array, ArrayLike, PRNGKey
 
 
@@ -48,8 +49,10 @@ def sliced_wasserstein(key: PRNGKey, x: ArrayLike, y: ArrayLike, *, num_projecti
     dirs = jax.random.normal(key, (num_projections, x.shape[1]), dtype)
     dirs = dirs / jnp.linalg.norm(dirs, axis=1, keepdims=True)
     levels = (jnp.arange(num_quantiles, dtype=dtype) + 0.5) / num_quantiles
-    qx = jnp.quantile(x.astype(dtype) @ dirs.T, levels, axis=0)
-    qy = jnp.quantile(y.astype(dtype) @ dirs.T, levels, axis=0)
+    # Quantiles sort each projection over all points, which needs every point on one device: explicitly
+    # sharded projections are gathered first (a no-op for unsharded and Auto-sharded inputs).
+    qx = jnp.quantile(unshard(x.astype(dtype) @ dirs.T), levels, axis=0)
+    qy = jnp.quantile(unshard(y.astype(dtype) @ dirs.T), levels, axis=0)
     return jnp.sqrt(jnp.mean((qx - qy) ** 2))
 
 

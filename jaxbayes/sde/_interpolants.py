@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbayes._checks import check_finite, check_int_range, check_positive, check_shape
+from jaxbayes.parallel import shard_rows_like
 from jaxbayes.sde._sampling import SamplerOutput
 from jaxbayes.typing import Array, ArrayLike, PRNGKey
 
@@ -90,7 +91,7 @@ def interpolant_loss(key: PRNGKey, velocity_fn: Callable, interpolant: Interpola
         xt, target, _ = interpolant.sample(k, x, ti)
         return jnp.mean((velocity_fn(xt, ti) - target) ** 2)
 
-    return jnp.mean(jax.vmap(one)(keys, x1, t))
+    return jnp.mean(jax.vmap(one)(*shard_rows_like((keys, x1, t), x1)))
 
 
 def interpolant_sampler(key: PRNGKey, velocity_fn: Callable, interpolant: Interpolant, shape: tuple[int, ...], *,

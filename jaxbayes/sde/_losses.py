@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbayes._checks import check_choice
+from jaxbayes.parallel import shard_rows_like
 from jaxbayes.sde._edm import edm_precond
 from jaxbayes.sde._sdes import VESDE, VPSDE
 from jaxbayes.typing import SDE, Array, ArrayLike, DenoiseFn, PRNGKey, ScoreFn
@@ -70,7 +71,7 @@ def dsm_loss(key: PRNGKey, score_fn: ScoreFn, sde: SDE, x0: Array, *, likelihood
             return sde.diffusion(ti) ** 2 * _reduce((score + zi / sde.std(ti)) ** 2, reduce)
         return _reduce((sde.std(ti) * score + zi) ** 2, reduce)
 
-    return jnp.mean(jax.vmap(one)(x0, z, t))
+    return jnp.mean(jax.vmap(one)(*shard_rows_like((x0, z, t), x0)))
 
 
 def smld_loss(key: PRNGKey, score_fn: ScoreFn, sde: VESDE, x0: Array, *, reduce: str = "mean") -> Array:
@@ -91,7 +92,7 @@ def smld_loss(key: PRNGKey, score_fn: ScoreFn, sde: VESDE, x0: Array, *, reduce:
         sigma = sde.std(ti)
         return _reduce((sigma * score_fn(x + sigma * zi, ti) + zi) ** 2, reduce)
 
-    return jnp.mean(jax.vmap(one)(x0, z, t))
+    return jnp.mean(jax.vmap(one)(*shard_rows_like((x0, z, t), x0)))
 
 
 def ddpm_loss(key: PRNGKey, score_fn: ScoreFn, sde: VPSDE, x0: Array, *, reduce: str = "mean") -> Array:
@@ -112,7 +113,7 @@ def ddpm_loss(key: PRNGKey, score_fn: ScoreFn, sde: VPSDE, x0: Array, *, reduce:
         s = sde.std(ti)
         return _reduce((-s * score_fn(sde.mean_coeff(ti) * x + s * zi, ti) - zi) ** 2, reduce)
 
-    return jnp.mean(jax.vmap(one)(x0, z, t))
+    return jnp.mean(jax.vmap(one)(*shard_rows_like((x0, z, t), x0)))
 
 
 def edm_loss(key: PRNGKey, denoise_fn: DenoiseFn, x0: Array, *, p_mean: ArrayLike = -1.2,
@@ -130,7 +131,7 @@ def edm_loss(key: PRNGKey, denoise_fn: DenoiseFn, x0: Array, *, p_mean: ArrayLik
     def one(x, zi, si):
         return edm_precond(si, sigma_data).weight * _reduce((denoise_fn(x + si * zi, si) - x) ** 2, reduce)
 
-    return jnp.mean(jax.vmap(one)(x0, z, sigma))
+    return jnp.mean(jax.vmap(one)(*shard_rows_like((x0, z, sigma), x0)))
 
 
 __all__ = ["ddpm_loss", "dsm_loss", "edm_loss", "smld_loss"]
