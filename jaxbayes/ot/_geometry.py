@@ -3,20 +3,20 @@
 A :class:`Geometry` is a pytree (``x``, ``y``, ``cost_matrix`` are leaves; the cost and the chunk size are
 static) that offers the few reductions the solvers need: log-sum-exp of ``h_j - C_ij / eps`` along rows or
 columns, and plan-vector products. In matrix-free mode (``chunk_size`` set) the cost matrix is never
-stored: rows (or columns) are recomputed in chunks with ``lax.map``, so memory is
-``O((n + m) * chunk_size)``; reverse-mode through a chunk is rematerialised (``jax.checkpoint``) so
-gradients keep the same memory bound.
+stored: :mod:`jaxbayes.pairwise` recomputes ``chunk_size x chunk_size`` tiles (rematerialised in reverse
+mode), so memory is ``O((n + m) * chunk_size)``; point clouds sharded over a mesh reduce block by block on
+their own devices, with the combine described in :mod:`jaxbayes.pairwise`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from jaxbayes import pairwise
 from jaxbayes._checks import check_finite, check_floating, check_int_range, check_ndim
 from jaxbayes.ot._costs import Cost, SqEuclidean, as_cost
 from jaxbayes.typing import Array, ArrayLike
@@ -32,8 +32,8 @@ class Geometry:
       cost_matrix: dense ``(n, m)`` costs, or ``None`` for point clouds.
       cost: the :class:`~jaxbayes.ot.Cost` used for point clouds (static).
       chunk_size: ``None`` builds the ``(n, m)`` cost matrix (and a kernel of the same size) once per solve
-        (fastest); an int makes the geometry matrix-free with ``chunk_size`` rows or columns computed at a
-        time (static).
+        (fastest) on one device, and one block per pair of devices when the points are sharded; an int makes
+        the geometry matrix-free, ``chunk_size x chunk_size`` cost tiles at a time (static).
     """
 
     x: Array | None
@@ -61,11 +61,17 @@ class Geometry:
         """A dense geometry with the same costs (``cost_matrix`` computed if needed)."""
         if self.cost_matrix is not None:
             return self
-        return Geometry(None, None, self.cost.pairwise(self.x, self.y), self.cost, None)
+        placement = pairwise.placement_of(self.x, self.y)
+        # Sharded points: the (n, m) matrix is split by rows like x, so every device needs all of y.
+        y = self.y if placement.is_local else placement.place(self.y, None)
+        return Geometry(None, None, self.cost.pairwise(self.x, y), self.cost, None)
 
     def dense_or_self(self) -> Geometry:
-        """Materialise point clouds without ``chunk_size`` (one cost matrix per solve), else ``self``."""
-        return self.materialize() if self.cost_matrix is None and self.chunk_size is None else self
+        """Materialise point clouds without ``chunk_size`` on one device (one cost matrix per solve), else
+        ``self`` (sharded point clouds always reduce block by block through the pairwise engine)."""
+        if self.cost_matrix is None and self.chunk_size is None and pairwise.placement_of(self.x, self.y).is_local:
+            return self.materialize()
+        return self
 
     def transpose(self) -> Geometry:
         """The geometry of the transposed problem (``m`` sources, ``n`` targets)."""
@@ -81,37 +87,35 @@ class Geometry:
             # mean_ij |x_i - y_j|^2 = mean |x|^2 + mean |y|^2 - 2 mean(x) . mean(y), no n*m work.
             return (jnp.mean(jnp.sum(self.x**2, -1)) + jnp.mean(jnp.sum(self.y**2, -1))
                     - 2.0 * jnp.dot(jnp.mean(self.x, 0), jnp.mean(self.y, 0)))
-        sums = self._row_map(lambda c, _: jnp.sum(c, axis=1), None, axis=1)
+        c = self._dense()
+        if c is not None:
+            return jnp.mean(c)
+        sums = self._reduce(lambda _, ct, r, cc, mask: jnp.sum(jnp.where(mask[None, :], ct, 0.0), axis=1),
+                            None, None, None, 1)
         return jnp.sum(sums) / (self.shape[0] * self.shape[1])
 
-    # ---------------------------------------------------------------- chunked reductions
-    def _row_map(self, fn: Callable[[Array, Any], Array], row_args: Any, axis: int) -> Array:
-        """Apply ``fn(C_block, row_args_block)`` to blocks of rows (``axis=1``) or columns (``axis=0``).
+    # ---------------------------------------------------------------- matrix-free reductions
+    def _reduce(self, tile_fn, row_args, col_args, params, axis: int, combine: str = "sum"):
+        """:func:`jaxbayes.pairwise.reduce` over rows (``axis=1``: rows of C) or columns (``axis=0``: rows of
+        C^T); ``tile_fn(params, c_tile, row_args, col_args, mask)`` gets the cost tile."""
+        cost = self.cost
+        rows, cols = (self.x, self.y) if axis == 1 else (self.y, self.x)
 
-        ``C_block`` is ``(k, m)`` for rows of C, or ``(k, n)`` for rows of C^T; ``row_args`` is a pytree
-        of arrays with the matching leading size (n or m). Returns the concatenated results.
-        """
-        if self.cost_matrix is not None or self.chunk_size is None:
-            c = self.cost_matrix if self.cost_matrix is not None else self.cost.pairwise(self.x, self.y)
-            return fn(c if axis == 1 else c.T, row_args)
-        pts, other = (self.x, self.y) if axis == 1 else (self.y, self.x)
-        size = pts.shape[0]
-        chunk = min(self.chunk_size, size)
-        pad = (-size) % chunk
-        nblocks = (size + pad) // chunk
+        def tile(p, rt, ct, ra, ca, mask):
+            c = cost.pairwise(rt, ct) if axis == 1 else cost.pairwise(ct, rt).T
+            return tile_fn(p, c, ra, ca, mask)
 
-        def blocks(v):
-            v = jnp.concatenate([v, jnp.broadcast_to(v[:1], (pad, *v.shape[1:]))]) if pad else v
-            return v.reshape(nblocks, chunk, *v.shape[1:])
+        return pairwise.reduce(tile, rows, cols, row_args, col_args, params=params, combine=combine,
+                               chunk_size=self.chunk_size)
 
-        @jax.checkpoint
-        def body(args):
-            p, r = args
-            c = self.cost.pairwise(p, other) if axis == 1 else self.cost.pairwise(other, p).T
-            return fn(c, r)
-
-        out = jax.lax.map(body, (blocks(pts), jax.tree.map(blocks, row_args)))
-        return jax.tree.map(lambda o: o.reshape(nblocks * chunk, *o.shape[2:])[:size], out)
+    def _dense(self) -> Array | None:
+        """The cost matrix when this geometry is dense (stored, or point clouds on one device without a
+        chunk size); ``None`` when reductions go through the pairwise engine."""
+        if self.cost_matrix is not None:
+            return self.cost_matrix
+        if self.chunk_size is None and pairwise.placement_of(self.x, self.y).is_local:
+            return self.cost.pairwise(self.x, self.y)
+        return None
 
     def lse(self, h: Array, eps: Array, axis: int) -> Array:
         r"""Row (``axis=1``) or column (``axis=0``) log-sum-exp of :math:`h - C / \varepsilon`.
@@ -119,7 +123,14 @@ class Geometry:
         ``axis=1``: ``out_i = logsumexp_j (h_j - C_ij / eps)`` with ``h`` of shape ``(m,)``;
         ``axis=0``: ``out_j = logsumexp_i (h_i - C_ij / eps)`` with ``h`` of shape ``(n,)``.
         """
-        return self._row_map(lambda c, _: jax.nn.logsumexp(h[None, :] - c / eps, axis=1), None, axis)
+        c = self._dense()
+        if c is not None:
+            return jax.nn.logsumexp(h[None, :] - (c if axis == 1 else c.T) / eps, axis=1)
+
+        def tile(e, ct, _, hc, mask):
+            return jax.nn.logsumexp(jnp.where(mask[None, :], hc[None, :] - ct / e, -jnp.inf), axis=1)
+
+        return self._reduce(tile, None, h, jnp.asarray(eps, h.dtype), axis, "logsumexp")
 
     def plan_apply(self, f: Array, g: Array, log_a: Array, log_b: Array, eps: Array, v: Array,
                    axis: int) -> Array:
@@ -129,25 +140,31 @@ class Geometry:
         of shape ``(n,)`` or ``(n, k)``.
         """
         row_pot, row_log, col_pot, col_log = (f, log_a, g, log_b) if axis == 1 else (g, log_b, f, log_a)
-        col_term = col_log + col_pot / eps
-
-        def fn(c, r):
-            rp, rl = r
-            logp = rl[:, None] + rp[:, None] / eps + col_term[None, :] - c / eps
+        c = self._dense()
+        if c is not None:
+            c = c if axis == 1 else c.T
+            logp = row_log[:, None] + row_pot[:, None] / eps + (col_log + col_pot / eps)[None, :] - c / eps
             return jnp.exp(logp) @ v
 
-        return self._row_map(fn, (row_pot, row_log), axis)
+        def tile(e, ct, r, cargs, mask):
+            rterm, (cterm, vc) = r, cargs
+            logp = rterm[:, None] + cterm[None, :] - ct / e
+            return jnp.where(mask[None, :], jnp.exp(logp), 0.0) @ vc
+
+        return self._reduce(tile, row_log + row_pot / eps, (col_log + col_pot / eps, v), eps, axis)
 
     def plan_cost_rows(self, f, g, log_a, log_b, eps) -> tuple[Array, Array]:
         """Per-row ``(sum_j P_ij, sum_j P_ij C_ij)`` in one pass."""
-        col_term = log_b + g / eps
-
-        def fn(c, r):
-            rp, rl = r
-            p = jnp.exp(rl[:, None] + rp[:, None] / eps + col_term[None, :] - c / eps)
+        c = self._dense()
+        if c is not None:
+            p = jnp.exp(log_a[:, None] + f[:, None] / eps + (log_b + g / eps)[None, :] - c / eps)
             return jnp.sum(p, axis=1), jnp.sum(p * c, axis=1)
 
-        return self._row_map(fn, (f, log_a), 1)
+        def tile(e, ct, rterm, cterm, mask):
+            p = jnp.where(mask[None, :], jnp.exp(rterm[:, None] + cterm[None, :] - ct / e), 0.0)
+            return jnp.sum(p, axis=1), jnp.sum(p * jnp.where(mask[None, :], ct, 0.0), axis=1)
+
+        return self._reduce(tile, log_a + f / eps, log_b + g / eps, eps, 1)
 
 
 class _Transposed(Cost):

@@ -1,0 +1,85 @@
+"""The tile loop on one device: rows of ``x`` in blocks of ``chunk_size`` (``lax.map``), and for each block the
+columns of ``y`` in blocks of ``chunk_size`` (``lax.scan``), so only one ``chunk_size x chunk_size`` tile of the
+pairwise matrix exists at a time.
+
+Each tile's call is rematerialised in reverse mode (``jax.checkpoint``), so a gradient stores per tile only
+the running reduction of its rows, never the tile: memory ``O((n + m) * chunk_size + n * m / chunk_size)``.
+Padded rows repeat the first row and are dropped; padded columns repeat the first column and are masked
+(``mask`` is ``False`` there), which each tile function applies (e.g. ``-inf`` in a log-sum-exp).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from jaxbayes.pairwise._monoids import is_acc
+from jaxbayes.typing import Array, PyTree
+
+
+def blocks(tree: PyTree, size: int, block: int) -> PyTree:
+    """Pad every leaf's leading axis (``size``) to a multiple of ``block`` with its first row and reshape to
+    ``(num_blocks, block, ...)``."""
+    pad = (-size) % block
+
+    def one(v):
+        if pad:
+            v = jnp.concatenate([v, jnp.broadcast_to(v[:1], (pad, *v.shape[1:]))])
+        return v.reshape((size + pad) // block, block, *v.shape[1:])
+
+    return jax.tree.map(one, tree)
+
+
+def unblock(tree: PyTree, size: int) -> PyTree:
+    return jax.tree.map(lambda v: v.reshape(-1, *v.shape[2:])[:size], tree)
+
+
+def tile_output_shapes(tile_fn: Callable, params: Any, x: Array, y: Array, row_args: PyTree,
+                       col_args: PyTree) -> PyTree:
+    """Per-row output structure of ``tile_fn`` (``ShapeDtypeStruct`` leaves without the row axis)."""
+    first = lambda t: jax.tree.map(lambda v: jax.ShapeDtypeStruct((1, *v.shape[1:]), v.dtype), t)  # noqa: E731
+    bare = lambda t: jax.tree.map(lambda v: jax.ShapeDtypeStruct(jnp.shape(v), jnp.result_type(v)), t)  # noqa: E731
+    out = jax.eval_shape(tile_fn, bare(params), first(x), first(y), first(row_args), first(col_args),
+                         jax.ShapeDtypeStruct((1,), bool))
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape[1:], s.dtype), out)
+
+
+def init_state(monoid, shapes: PyTree, n: int) -> PyTree:
+    return jax.tree.map(lambda s: monoid.init((n, *s.shape), s.dtype), shapes)
+
+
+def local_reduce(tile_fn: Callable, monoid, params: Any, x: Array, y: Array, row_args: PyTree,
+                 col_args: PyTree, state: PyTree, chunk_size: int | None) -> PyTree:
+    """Add every tile of ``(x, y)`` into the per-row monoid ``state`` (leaves ``(n, ...)`` monoid states)."""
+    n, m = x.shape[0], y.shape[0]
+    k = n if chunk_size is None else min(chunk_size, n)
+    l = m if chunk_size is None else min(chunk_size, m)  # noqa: E741
+    treedef = jax.tree.structure(state, is_leaf=is_acc)
+    xb, rb, sb = blocks((x, row_args, state), n, k)
+    yb, cb = blocks((y, col_args), m, l)
+    maskb = blocks(jnp.ones((m,), bool), m, l)
+    if m % l:
+        maskb = maskb.at[-1, l - (-m) % l:].set(False)
+    tile = jax.checkpoint(tile_fn)
+
+    def rows(args):
+        xt, rt, st = args
+
+        def cols(s, cargs):
+            yt, ct, mt = cargs
+            out = tile(params, xt, yt, rt, ct, mt)
+            leaves = treedef.flatten_up_to(out)
+            states = treedef.flatten_up_to(s)
+            return treedef.unflatten([monoid.add(a, v) for a, v in zip(states, leaves, strict=True)]), None
+
+        st, _ = jax.lax.scan(cols, st, (yb, cb, maskb))
+        return st
+
+    return unblock(jax.lax.map(rows, (xb, rb, sb)), n)
+
+
+def finish_state(monoid, state: PyTree) -> PyTree:
+    return jax.tree.map(monoid.finish, state, is_leaf=is_acc)
