@@ -4,6 +4,10 @@ Layers compose in the stax style (``serial(Dense(...), ReLU(), ...)``); each car
 network for Monte-Carlo checks and a closed-form kernel map. See the module docstrings for the maths.
 """
 
+from jaxbayes.kernels._bbmm import LMLEstimate as LMLEstimate
+from jaxbayes.kernels._bbmm import OperatorConditioned as OperatorConditioned
+from jaxbayes.kernels._bbmm import lml_and_stderr as lml_and_stderr
+from jaxbayes.kernels._bbmm import pivoted_cholesky as pivoted_cholesky
 from jaxbayes.kernels._combinators import FanInSum as FanInSum
 from jaxbayes.kernels._combinators import FanOut as FanOut
 from jaxbayes.kernels._combinators import parallel as parallel
@@ -60,6 +64,12 @@ from jaxbayes.kernels._math import safe_sqrt as safe_sqrt
 from jaxbayes.kernels._monte_carlo import MonteCarloKernel as MonteCarloKernel
 from jaxbayes.kernels._monte_carlo import empirical_ntk as empirical_ntk
 from jaxbayes.kernels._monte_carlo import monte_carlo_kernel as monte_carlo_kernel
+from jaxbayes.kernels._operator import CrossOperator as CrossOperator
+from jaxbayes.kernels._operator import KernelOperator as KernelOperator
+from jaxbayes.kernels._operator import kernel_operator as kernel_operator
+from jaxbayes.kernels._operator import matern52 as matern52
+from jaxbayes.kernels._operator import nngp_pair_fn as nngp_pair_fn
+from jaxbayes.kernels._operator import rbf as rbf
 from jaxbayes.kernels._solvers import CG as CG
 from jaxbayes.kernels._solvers import Cholesky as Cholesky
 from jaxbayes.kernels._solvers import GPConditioned as GPConditioned
@@ -75,14 +85,16 @@ from jaxbayes.kernels._student_t import student_t_posterior as student_t_posteri
 from jaxbayes.kernels._student_t import student_t_predictive_logpdf as student_t_predictive_logpdf
 
 __all__ = [
-    "ABReLU", "Abs", "CG", "CGResult", "Cholesky", "CholeskyResult", "Conv", "Cos", "DKM", "DKMInfo", "DKMParams",
-    "DKMPrediction", "DKMState", "Dense", "Erf", "Exp", "FanInSum", "FanOut", "FitResult", "Flatten", "GELU",
-    "GPConditioned", "GPPosterior", "GPSolver", "GlobalAvgPool", "Identity", "Kernel", "KernelMatrices",
-    "LaplaceMulticlass", "Layer", "LeakyReLU", "MonteCarloKernel", "Rbf", "ReLU", "ScaleMixturePosterior", "Sin",
+    "ABReLU", "Abs", "CG", "CGResult", "Cholesky", "CholeskyResult", "Conv", "Cos", "CrossOperator", "DKM",
+    "DKMInfo", "DKMParams", "DKMPrediction", "DKMState", "Dense", "Erf", "Exp", "FanInSum", "FanOut", "FitResult",
+    "Flatten", "GELU", "GPConditioned", "GPPosterior", "GPSolver", "GlobalAvgPool", "Identity", "Kernel",
+    "KernelMatrices", "KernelOperator", "LMLEstimate", "LaplaceMulticlass", "Layer", "LeakyReLU",
+    "MonteCarloKernel", "OperatorConditioned", "Rbf", "ReLU", "ScaleMixturePosterior", "Sin",
     "StudentTClassification", "StudentTPosterior", "as_solver", "cg_solve", "dkm", "dkm_layers", "empirical_ntk",
     "fit_hyperparameters", "fit_student_t", "gp_condition", "gp_posterior", "gp_predict", "gp_predict_batched",
-    "gram", "gram_kernel", "infinite_ensemble_posterior", "input_kernel", "jittered_cholesky", "laplace_binary",
-    "laplace_multiclass", "log_marginal_likelihood", "monte_carlo_kernel", "parallel", "safe_arccos", "safe_sqrt",
+    "gram", "gram_kernel", "infinite_ensemble_posterior", "input_kernel", "jittered_cholesky", "kernel_operator",
+    "laplace_binary", "laplace_multiclass", "lml_and_stderr", "log_marginal_likelihood", "matern52",
+    "monte_carlo_kernel", "nngp_pair_fn", "parallel", "pivoted_cholesky", "rbf", "safe_arccos", "safe_sqrt",
     "scale_mixture_posterior", "serial", "student_t_classify", "student_t_classify_multiclass",
     "student_t_joint_predictive_logpdf", "student_t_log_marginal_likelihood", "student_t_posterior",
     "student_t_predictive_logpdf",

@@ -34,8 +34,10 @@ from jaxbayes._checks import (
 )
 from jaxbayes._deprecation import renamed_arguments
 from jaxbayes.base import fit, optimizer_algorithm
+from jaxbayes.kernels._bbmm import OperatorConditioned, condition_operator, lml_and_stderr, predict_operator
 from jaxbayes.kernels._common import check_square_matrix, check_targets
 from jaxbayes.kernels._linalg import cg_solve, jittered_cholesky
+from jaxbayes.kernels._operator import CrossOperator, KernelOperator
 from jaxbayes.kernels._solvers import CG, GPConditioned, GPSolver, as_solver
 from jaxbayes.parallel import data_parallel, unshard
 from jaxbayes.typing import Array, ArrayLike, PyTree
@@ -87,7 +89,9 @@ def gp_condition(k_train_train: ArrayLike, y_train: ArrayLike, *, noise: ArrayLi
     :mod:`jaxbayes.kernels._linalg`).
 
     Args:
-      k_train_train: ``(n, n)`` prior covariance of the training points.
+      k_train_train: ``(n, n)`` prior covariance of the training points, or a
+        :class:`~jaxbayes.kernels.KernelOperator` (matrix-free; needs ``solver="cg"`` and ``noise > 0``: a
+        pivoted-Cholesky preconditioned CG, :mod:`jaxbayes.kernels._bbmm`; returns an ``OperatorConditioned``).
       y_train: ``(n,)`` or ``(n, k)`` targets.
       noise: Gaussian observation-noise variance (>= 0).
       jitter, max_tries: the jitter policy: relative jitter of the first try (0: none, so a matrix that
@@ -102,6 +106,8 @@ def gp_condition(k_train_train: ArrayLike, y_train: ArrayLike, *, noise: ArrayLi
       >>> [round(v, 4) for v in c.alpha.tolist()], float(c.jitter)
       ([0.5, 1.0], 0.0)
     """
+    if isinstance(k_train_train, KernelOperator):
+        return condition_operator(k_train_train, y_train, noise, as_solver(solver))
     k = check_square_matrix("k_train_train", k_train_train)
     y = check_targets(k, y_train)
     check_positive("noise", noise, strict=False)
@@ -122,13 +128,21 @@ def gp_predict(conditioned: GPConditioned, k_test_train: ArrayLike, k_test_test:
 
     Args:
       conditioned: the conditioned GP.
-      k_test_train: ``(m, n)`` cross-covariance.
+      k_test_train: ``(m, n)`` cross-covariance; for an operator-conditioned GP the cross operator
+        ``op.cross(x_test)`` (mean by tiled products; the variances by one batched PCG of its ``m`` rows, so
+        ``O(n m)`` memory: predict many test points in batches).
       k_test_test: ``(m, m)`` prior covariance of the test points if ``full_cov``, else their ``(m,)``
         prior variances.
       full_cov: return the full covariance in ``cov`` (else ``cov`` is ``None``); the marginal variances are
         in ``var`` either way.
       tol, max_iterations: CG stopping rule for the variance solves (CG solver only).
     """
+    if isinstance(conditioned, OperatorConditioned):
+        if not isinstance(k_test_train, CrossOperator):
+            raise ValueError("an operator-conditioned GP needs k_test_train=op.cross(x_test)")
+        mean, cov, var, ok = predict_operator(conditioned, k_test_train, k_test_test, full_cov=full_cov, tol=tol,
+                                              max_iterations=max_iterations)
+        return GPPosterior(mean, cov, var, ok, conditioned.jitter)
     # The variance solves pair every test row with every other (v^T v): explicitly sharded test kernels are
     # gathered first (a no-op for unsharded and Auto-sharded inputs).
     kx = unshard(jnp.asarray(k_test_train))
@@ -178,17 +192,31 @@ def gp_posterior(k_train_train: ArrayLike, y_train: ArrayLike, k_test_train: Arr
 
 
 def log_marginal_likelihood(k_train_train: ArrayLike, y_train: ArrayLike, *, noise: ArrayLike = 0.0,
-                            jitter: float = 0.0, max_tries: int = 5) -> Array:
+                            jitter: float = 0.0, max_tries: int = 5, solver: str | GPSolver | None = None,
+                            key: Array | None = None) -> Array:
     """``log N(y; 0, K + noise I)``, summed over the columns of ``y`` (see the module docstring).
 
     Exact (no jitter) whenever ``K + noise I`` factors; ``jitter``, ``max_tries`` as in :func:`gp_condition`.
     The jitter used is ``jittered_cholesky(K, shift=noise).jitter``.
+
+    For a :class:`~jaxbayes.kernels.KernelOperator` (``solver="cg"`` or a ``CG(...)``, ``noise > 0`` and a
+    ``key`` for the probes are required) it is the BBMM estimate of
+    :func:`~jaxbayes.kernels.lml_and_stderr` (which also returns the Monte-Carlo standard error), with its
+    stochastic gradient. Dense matrices take the exact Cholesky path (``solver`` ``None``/``"cholesky"``).
 
     Example:
       >>> import jax.numpy as jnp
       >>> round(float(log_marginal_likelihood(jnp.eye(1), jnp.array([0.0]), noise=1.0)), 4)
       -1.2655
     """
+    if isinstance(k_train_train, KernelOperator):
+        if key is None:
+            raise ValueError("log_marginal_likelihood of a KernelOperator needs key= (its log-det probes)")
+        cg = as_solver("cg" if solver is None else solver)
+        return lml_and_stderr(k_train_train, y_train, noise=noise, solver=cg, key=key).lml
+    if solver is not None and not isinstance(as_solver(solver), type(as_solver("cholesky"))):
+        raise ValueError(f"log_marginal_likelihood of a matrix is exact (Cholesky); got solver={solver!r} "
+                         "(wrap the kernel in kernel_operator(...) for the CG estimate)")
     k = check_square_matrix("k_train_train", k_train_train)
     y = check_targets(k, y_train)
     check_positive("noise", noise, strict=False)

@@ -70,9 +70,19 @@ class CG:
     """Conjugate-gradient solves (:func:`cg_solve`) of ``K + (noise + j) I``, ``j = jitter * mean(diag)``
     (``jitter`` from :func:`gp_condition`, 0 by default).
 
+    With a :class:`~jaxbayes.kernels.KernelOperator` instead of a matrix (``gp_condition``,
+    ``log_marginal_likelihood``) the solves are preconditioned and batched, and the log determinant is
+    estimated by stochastic Lanczos quadrature (BBMM, :mod:`jaxbayes.kernels._bbmm`); the last three fields only
+    apply there.
+
     Attributes:
       tol: relative residual at which CG stops (> 0).
-      max_iterations: iteration cap (``None``: ``10 n``).
+      max_iterations: iteration cap (``None``: ``10 n`` for matrices, ``min(10 n, 1000)`` for operators).
+      preconditioner_rank: rank of the pivoted-Cholesky preconditioner (>= 0; 0: none).
+      num_probes: Gaussian probe vectors of the log-determinant and trace estimates (>= 1; >= 2 for a
+        standard error).
+      lanczos_iterations: CG iterations whose coefficients form the Lanczos tridiagonal (>= 1; a column that
+        needs more is truncated there, a Gauss quadrature of that many nodes).
 
     Example:
       >>> import jax.numpy as jnp
@@ -83,11 +93,17 @@ class CG:
 
     tol: float = 1e-6
     max_iterations: int | None = None
+    preconditioner_rank: int = 15
+    num_probes: int = 16
+    lanczos_iterations: int = 100
 
     def __post_init__(self):
         check_positive("tol", self.tol)
         if self.max_iterations is not None:
             check_int_range("max_iterations", self.max_iterations, 1)
+        check_int_range("preconditioner_rank", self.preconditioner_rank, 0)
+        check_int_range("num_probes", self.num_probes, 1)
+        check_int_range("lanczos_iterations", self.lanczos_iterations, 1)
 
     def condition(self, k: Array, y: Array, noise: ArrayLike, *, jitter: float, max_tries: int) -> GPConditioned:
         del max_tries  # no retries: CG does not fail loudly on an indefinite matrix
@@ -108,7 +124,7 @@ def as_solver(solver: str | GPSolver) -> GPSolver:
 
     Example:
       >>> as_solver("cg")
-      CG(tol=1e-06, max_iterations=None)
+      CG(tol=1e-06, max_iterations=None, preconditioner_rank=15, num_probes=16, lanczos_iterations=100)
     """
     if isinstance(solver, str):
         if solver not in SOLVERS:

@@ -1,0 +1,368 @@
+r"""Blackbox matrix-matrix GP inference (BBMM; Gardner et al., 2018, "GPyTorch: Blackbox Matrix-Matrix Gaussian
+Process Inference with GPU Acceleration") on a :class:`~jaxbayes.kernels.KernelOperator`.
+
+With ``Khat = K + s I`` (``s`` the noise variance, > 0) and only products ``K @ V`` available:
+
+* **Preconditioner.** A rank-``r`` pivoted partial Cholesky ``K ~ L L^T`` (Harbrecht, Peters & Schneider,
+  2012: greedy pivots on the largest remaining diagonal, ``r`` rows of ``K``), ``P = L L^T + s I``, applied
+  by Woodbury: ``P^{-1} v = (v - L (s I_r + L^T L)^{-1} L^T v) / s`` and
+  ``log|P| = log|s I_r + L^T L| + (n - r) log s``.
+* **One batched PCG** for ``Khat [alpha, u_1..u_t] = [y, z_1..z_t]`` with probes ``z_i ~ N(0, P)``
+  (``z = L e + sqrt(s) e'``). Each column's CG step sizes ``a_j`` and ratios ``b_j`` give the Lanczos
+  tridiagonal of ``P^{-1/2} Khat P^{-1/2}`` started at ``P^{-1/2} z / |.|``:
+  ``T_jj = 1/a_j + b_{j-1}/a_{j-1}``, ``T_{j,j+1} = sqrt(b_j)/a_j`` (BBMM, Sec. 4; Saad, 2003, 6.7.3).
+* **Log determinant** by stochastic Lanczos quadrature: ``log|Khat| = log|P| + log|P^{-1} Khat|`` with
+  ``log|P^{-1} Khat| ~ (1/t) sum_i (z_i^T P^{-1} z_i) e_1^T log(T_i) e_1`` (unbiased up to the quadrature
+  error; ``P^{-1/2} z_i ~ N(0, I)``), and its Monte-Carlo standard error from the spread of the ``t`` terms.
+* **Gradient** (custom VJP, no differentiation through the loop): for any leaf ``theta`` of the operator and
+  the noise, ``d lml = 1/2 alpha^T dKhat alpha - 1/2 tr(Khat^{-1} dKhat)`` with the trace by the same probes
+  (``u_i = Khat^{-1} z_i``, ``w_i = P^{-1} z_i``): GPyTorch's ``(1/t) sum_i u_i^T dKhat w_i`` (unbiased since
+  ``E[z z^T] = P``) rewritten with the preconditioner as a control variate,
+  ``tr(P^{-1} dKhat) + (1/t) sum_i (u_i - w_i)^T dKhat w_i``, whose first term is exact by Woodbury
+  (``dKhat`` on the ``r`` columns of ``L`` and ``d tr K``), so a good preconditioner shrinks the gradient's
+  Monte-Carlo error as it does the log determinant's. All products are one ``jax.vjp`` of the operator's
+  matmul (and one of its diagonal).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxbayes._checks import check_ndim, check_positive
+from jaxbayes.kernels._operator import KernelOperator
+from jaxbayes.kernels._solvers import CG
+from jaxbayes.typing import Array, ArrayLike, PRNGKey
+
+
+class Preconditioner(NamedTuple):
+    """``P = L L^T + noise I`` applied by Woodbury (see the module docstring)."""
+
+    factor: Array
+    noise: Array
+    inner_chol: Array
+
+    def solve(self, v: Array) -> Array:
+        if self.factor.shape[1] == 0:
+            return v / self.noise
+        lv = self.factor.T @ v
+        return (v - self.factor @ jax.scipy.linalg.cho_solve((self.inner_chol, True), lv)) / self.noise
+
+    def logdet(self) -> Array:
+        n, r = self.factor.shape
+        return 2 * jnp.sum(jnp.log(jnp.diagonal(self.inner_chol))) + (n - r) * jnp.log(self.noise)
+
+    def sample(self, key: PRNGKey, num: int) -> Array:
+        n, r = self.factor.shape
+        k1, k2 = jax.random.split(key)
+        z = jnp.sqrt(self.noise) * jax.random.normal(k2, (n, num), self.factor.dtype)
+        if r:
+            z = z + self.factor @ jax.random.normal(k1, (r, num), self.factor.dtype)
+        return z
+
+
+def pivoted_cholesky(op: KernelOperator, rank: int) -> Array:
+    """Rank-``rank`` pivoted partial Cholesky factor ``L`` ``(n, rank)`` with ``K ~ L L^T`` (exact at full rank).
+
+    Each step takes the pivot with the largest remaining diagonal ``d_i = K_ii - sum_k L_ik^2``, reads one row of
+    ``K`` (``op.rows``) and appends ``l = (K_i: - L L_i:^T) / sqrt(d_i)`` (Harbrecht et al., 2012, Alg. 1).
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> from jaxbayes.kernels import kernel_operator, rbf
+      >>> op = kernel_operator(rbf, jnp.arange(3.0)[:, None], {"lengthscale": 1.0, "variance": 1.0})
+      >>> l = pivoted_cholesky(op, 3)
+      >>> bool(jnp.allclose(l @ l.T, op.dense(), atol=1e-6))
+      True
+    """
+    n = op.shape[0]
+    rank = min(int(rank), n)
+    d = op.diagonal()
+    factor = jnp.zeros((n, rank), d.dtype)
+
+    def body(m, state):
+        factor, d, chosen = state
+        i = jnp.argmax(jnp.where(chosen, -jnp.inf, d))
+        piv = d[i]
+        ok = piv > 0
+        row = op.rows(i[None])[0]
+        col = (row - factor @ factor[i]) / jnp.sqrt(jnp.where(ok, piv, 1.0))
+        col = jnp.where(chosen | ~ok, 0.0, col).at[i].set(jnp.sqrt(jnp.maximum(piv, 0.0)))
+        d = (d - col * col).at[i].set(0.0)
+        return factor.at[:, m].set(col), d, chosen.at[i].set(True)
+
+    factor, _, _ = jax.lax.fori_loop(0, rank, body, (factor, d, jnp.zeros(n, bool)))
+    return factor
+
+
+def make_preconditioner(op: KernelOperator, noise: Array, rank: int) -> Preconditioner:
+    """``P = L L^T + noise I`` from a rank-``rank`` :func:`pivoted_cholesky` (``rank = 0``: ``noise I``)."""
+    factor = pivoted_cholesky(op, rank) if rank else jnp.zeros((op.shape[0], 0), op.dtype)
+    noise = jnp.asarray(noise, factor.dtype)
+    inner = noise * jnp.eye(factor.shape[1], dtype=factor.dtype) + factor.T @ factor
+    chol = jnp.linalg.cholesky(inner) if factor.shape[1] else inner
+    return Preconditioner(factor, noise, chol)
+
+
+class PCGResult(NamedTuple):
+    """Batched preconditioned CG for ``A X = B``, column by column.
+
+    Attributes:
+      x: ``(n, c)`` solutions. n_iters: ``(c,)`` iterations per column. error: ``(c,)`` relative residuals.
+      converged: ``(c,)`` ``error <= tol``. alphas, betas: ``(J, c)`` CG step sizes and ratios of the first
+        ``J`` iterations (zero past a column's count). rz0: ``(c,)`` ``b^T M^{-1} b``.
+    """
+
+    x: Array
+    n_iters: Array
+    error: Array
+    converged: Array
+    alphas: Array
+    betas: Array
+    rz0: Array
+
+
+def pcg(matvec, b: Array, precond=None, *, tol: float = 1e-6, max_iterations: int = 1000,
+        lanczos_size: int = 100) -> PCGResult:
+    """Preconditioned CG on all columns of ``b`` at once (one ``matvec`` per iteration); a column stops
+    updating once its relative residual is ``<= tol``.
+
+    Example:
+      >>> import jax.numpy as jnp
+      >>> r = pcg(lambda v: jnp.array([[4.0, 1.0], [1.0, 3.0]]) @ v, jnp.array([[1.0], [2.0]]))
+      >>> [round(v, 4) for v in r.x[:, 0].tolist()], r.n_iters.tolist()
+      ([0.0909, 0.6364], [2])
+    """
+    b = jnp.asarray(b)
+    mv, pc = matvec, ((lambda v: v) if precond is None else precond)
+    matvec = lambda v: mv(v).astype(b.dtype)  # noqa: E731 - the loop state keeps b's dtype
+    precond = lambda v: pc(v).astype(b.dtype)  # noqa: E731
+    j_size = max(1, min(lanczos_size, max_iterations))
+    c = b.shape[1]
+    bnorm = jnp.linalg.norm(b, axis=0)
+    bnorm = jnp.where(bnorm > 0, bnorm, 1.0)
+    z0 = precond(b)
+    rz0 = jnp.sum(b * z0, 0)
+
+    def cond(s):
+        return (s["it"] < max_iterations) & jnp.any(s["active"])
+
+    def body(s):
+        act = s["active"]
+        ap = matvec(s["p"])
+        pap = jnp.sum(s["p"] * ap, 0)
+        a = jnp.where(act & (pap > 0), s["rz"] / jnp.where(pap > 0, pap, 1.0), 0.0)
+        x = s["x"] + a * s["p"]
+        r = s["r"] - a * ap
+        z = precond(r)
+        rz_new = jnp.sum(r * z, 0)
+        beta = jnp.where(act & (s["rz"] > 0), rz_new / jnp.where(s["rz"] > 0, s["rz"], 1.0), 0.0)
+        p = jnp.where(act, z + beta * s["p"], s["p"])
+        done = jnp.linalg.norm(r, axis=0) / bnorm <= tol
+        return dict(x=x, r=r, p=p, rz=jnp.where(act, rz_new, s["rz"]), it=s["it"] + 1,
+                    active=act & ~done, count=s["count"] + act,
+                    alphas=s["alphas"].at[s["it"]].set(a, mode="drop"),
+                    betas=s["betas"].at[s["it"]].set(beta, mode="drop"))
+
+    done0 = jnp.linalg.norm(b, axis=0) / bnorm <= tol
+    s0 = dict(x=jnp.zeros_like(b), r=b, p=z0, rz=rz0, it=jnp.asarray(0), active=~done0,
+              count=jnp.zeros(c, jnp.int32), alphas=jnp.zeros((j_size, c), b.dtype),
+              betas=jnp.zeros((j_size, c), b.dtype))
+    s = jax.lax.while_loop(cond, body, s0)
+    err = jnp.linalg.norm(b - matvec(s["x"]), axis=0) / bnorm
+    return PCGResult(s["x"], s["count"], err, err <= tol, s["alphas"], s["betas"], rz0)
+
+
+def lanczos_quadrature(alphas: Array, betas: Array, counts: Array) -> Array:
+    """``e_1^T log(T) e_1`` per column, ``T`` the Lanczos tridiagonal from CG coefficients (module docstring);
+    rows past a column's count are decoupled with ``T_jj = 1`` (``log 1 = 0``), so they add nothing."""
+    j_size = alphas.shape[0]
+    m = jnp.minimum(counts, j_size)
+    j = jnp.arange(j_size)[:, None]
+    inv_a = jnp.where(j < m, 1.0 / jnp.where(alphas != 0, alphas, 1.0), 0.0)
+    prev = jnp.concatenate([jnp.zeros_like(betas[:1]), (betas * inv_a)[:-1]], 0)
+    diag = jnp.where(j < m, inv_a + prev, 1.0)
+    off = jnp.where(j + 1 < m, jnp.sqrt(jnp.maximum(betas, 0.0)) * inv_a, 0.0)[:-1]
+    t = jax.vmap(lambda dg, of: jnp.diag(dg) + jnp.diag(of, 1) + jnp.diag(of, -1), in_axes=1)(diag, off)
+    w, u = jnp.linalg.eigh(t)
+    return jnp.sum(u[:, 0, :] ** 2 * jnp.log(jnp.maximum(w, jnp.finfo(w.dtype).tiny)), -1)
+
+
+class LMLEstimate(NamedTuple):
+    """Stochastic log marginal likelihood (:func:`lml_and_stderr`).
+
+    Attributes:
+      lml: the estimate (differentiable w.r.t. the operator's leaves, the noise and ``y``).
+      stderr: its Monte-Carlo standard error (from the log-determinant probes).
+      logdet: the estimate of ``log|K + noise I|``; logdet_stderr: its standard error.
+      n_iters: PCG iterations (the largest over columns). converged: all columns reached ``tol``.
+    """
+
+    lml: Array
+    stderr: Array
+    logdet: Array
+    logdet_stderr: Array
+    n_iters: Array
+    converged: Array
+
+
+def _check(op, y, noise, solver):
+    if not isinstance(op, KernelOperator):
+        raise TypeError(f"expected a KernelOperator, got {type(op).__name__}")
+    if not isinstance(solver, CG):
+        raise ValueError(f"a KernelOperator needs solver='cg' or a CG(...) object, got {solver!r}")
+    y = jnp.asarray(y)
+    check_ndim("y_train", y, (1, 2))
+    if y.shape[0] != op.shape[0]:
+        raise ValueError(f"y_train must have {op.shape[0]} rows (one per training point), got shape {y.shape}")
+    check_positive("noise", noise)  # > 0: the preconditioner and the solves need it
+    return y
+
+
+def _cap(solver: CG, n: int) -> int:
+    return min(1000, 10 * n) if solver.max_iterations is None else solver.max_iterations
+
+
+def _khat(op, noise):
+    return lambda v: op.matmul(v) + noise * v
+
+
+@jax.custom_vjp
+def _lml(op, noise, y2, alpha, u, w, logdet, pre):
+    n, k = y2.shape
+    return -0.5 * jnp.sum(y2 * alpha) - 0.5 * k * logdet - 0.5 * n * k * jnp.log(2 * jnp.pi)
+
+
+def _lml_fwd(op, noise, y2, alpha, u, w, logdet, pre):
+    return _lml(op, noise, y2, alpha, u, w, logdet, pre), (op, noise, alpha, u, w, logdet, pre)
+
+
+def _lml_bwd(res, g):
+    # d lml = 1/2 alpha^T dKhat alpha - k/2 [tr(P^-1 dKhat) + mean_i (u_i - w_i)^T dKhat w_i]: the exact trace
+    # against the preconditioner plus a Hutchinson estimate of the (small) remainder, as one vjp of K @ B
+    # and one of diag(K) (tr(P^-1 dKhat) = (tr dKhat - sum_c (L C^-1)_c^T dKhat L_c) / s by Woodbury)
+    op, noise, alpha, u, w, logdet, pre = res
+    k, t = alpha.shape[1], u.shape[1]
+    factor = pre.factor.astype(alpha.dtype)
+    lc = (jax.scipy.linalg.cho_solve((pre.inner_chol, True), factor.T).T if factor.shape[1] else factor)
+    bmat = jnp.concatenate([alpha, w, factor], 1)
+    cot = g * jnp.concatenate([0.5 * alpha, -0.5 * k / t * (u - w), 0.5 * k / pre.noise * lc], 1)
+    _, vjp = jax.vjp(lambda o, s: o.matmul(bmat) + s * bmat, op, noise)
+    d_op, d_noise = vjp(cot.astype(bmat.dtype))
+    _, vjp_tr = jax.vjp(lambda o, s: jnp.sum(o.diagonal()) + o.shape[0] * s, op, noise)
+    d_op2, d_noise2 = vjp_tr(-0.5 * k * g / pre.noise)
+    d_op = jax.tree.map(lambda a, b: a + b, d_op, d_op2)
+    zero = jnp.zeros_like
+    return (d_op, d_noise + d_noise2, -g * alpha, zero(alpha), zero(u), zero(w), zero(logdet),
+            jax.tree.map(zero, pre))
+
+
+_lml.defvjp(_lml_fwd, _lml_bwd)
+
+
+def lml_and_stderr(op: KernelOperator, y_train: ArrayLike, *, noise: ArrayLike, solver: CG | None = None,
+                   key: PRNGKey) -> LMLEstimate:
+    r"""BBMM estimate of ``log N(y; 0, K + noise I)`` (summed over columns of ``y``) and its Monte-Carlo error.
+
+    ``-1/2 y^T alpha - k/2 log|Khat| - n k/2 log 2 pi`` with ``alpha`` from PCG and ``log|Khat|`` by stochastic
+    Lanczos quadrature with ``solver.num_probes`` probes (module docstring); the gradient is the custom VJP of
+    the module docstring. ``stderr = k/2 * std(terms) / sqrt(num_probes)``.
+
+    Args:
+      op: the kernel operator. y_train: ``(n,)`` or ``(n, k)``. noise: noise variance (> 0).
+      solver: a :class:`~jaxbayes.kernels.CG` (``tol``, ``max_iterations``, ``preconditioner_rank``,
+        ``num_probes``, ``lanczos_iterations``); ``None``: ``CG()``.
+      key: PRNG key of the probes (use a fresh one per optimisation step for unbiased gradients).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxbayes.kernels import kernel_operator, rbf
+      >>> op = kernel_operator(rbf, jnp.zeros((1, 1)), {"lengthscale": 1.0, "variance": 1.0})
+      >>> est = lml_and_stderr(op, jnp.array([0.0]), noise=1.0, key=jax.random.key(0))
+      >>> round(float(est.lml), 4)  # one point: exact, log N(0; 0, 2)
+      -1.2655
+    """
+    solver = CG() if solver is None else solver
+    y = _check(op, y_train, noise, solver)
+    y2 = y[:, None] if y.ndim == 1 else y
+    n, k = y2.shape
+    op_s = jax.lax.stop_gradient(op)
+    noise_s = jax.lax.stop_gradient(jnp.asarray(noise, y2.dtype))
+    pre = make_preconditioner(op_s, noise_s, solver.preconditioner_rank)
+    t = solver.num_probes
+    z = pre.sample(key, t).astype(y2.dtype)
+    res = pcg(_khat(op_s, noise_s), jnp.concatenate([jax.lax.stop_gradient(y2), z], 1), pre.solve,
+              tol=solver.tol, max_iterations=_cap(solver, n), lanczos_size=solver.lanczos_iterations)
+    terms = res.rz0[k:] * lanczos_quadrature(res.alphas[:, k:], res.betas[:, k:], res.n_iters[k:])
+    logdet = pre.logdet() + jnp.mean(terms)
+    logdet_se = jnp.std(terms, ddof=1) / jnp.sqrt(t) if t > 1 else jnp.asarray(jnp.nan, y2.dtype)
+    lml = _lml(op, jnp.asarray(noise, y2.dtype), y2, res.x[:, :k], res.x[:, k:], pre.solve(z), logdet, pre)
+    return LMLEstimate(lml, 0.5 * k * logdet_se, logdet, logdet_se, jnp.max(res.n_iters),
+                       jnp.all(res.converged[:k]))
+
+
+class OperatorConditioned(NamedTuple):
+    """A GP conditioned on a :class:`KernelOperator` (``gp_condition(op, y, solver="cg")``).
+
+    Attributes:
+      alpha: ``(K + noise I)^{-1} y``. operator: the kernel operator. noise: the noise variance.
+      precond_factor: the pivoted-Cholesky factor ``L`` of the preconditioner (reused by the variance solves).
+      jitter: ``0.0`` (none is added). ok: the PCG solve converged. n_iters: its iterations.
+    """
+
+    alpha: Array
+    operator: KernelOperator
+    noise: Array
+    precond_factor: Array
+    jitter: Array
+    ok: Array
+    n_iters: Array
+
+    @property
+    def chol(self) -> None:
+        return None
+
+
+def condition_operator(op: KernelOperator, y_train: ArrayLike, noise: ArrayLike, solver: CG) -> OperatorConditioned:
+    """PCG solve of ``(K + noise I) alpha = y`` (all columns of ``y`` in one batched solve)."""
+    y = _check(op, y_train, noise, solver)
+    y2 = y[:, None] if y.ndim == 1 else y
+    noise = jnp.asarray(noise, y2.dtype)
+    pre = make_preconditioner(op, noise, solver.preconditioner_rank)
+    res = pcg(_khat(op, noise), y2, pre.solve, tol=solver.tol, max_iterations=_cap(solver, y2.shape[0]),
+              lanczos_size=1)
+    alpha = res.x[:, 0] if y.ndim == 1 else res.x
+    return OperatorConditioned(alpha, op, noise, pre.factor, jnp.zeros((), y2.dtype), jnp.all(res.converged),
+                               jnp.max(res.n_iters))
+
+
+def predict_operator(cond: OperatorConditioned, cross, k_test_test: ArrayLike, *, full_cov: bool, tol: float,
+                     max_iterations: int | None):
+    """Mean ``K_*X alpha`` (tiled) and the (co)variances by one batched PCG of the ``m`` cross columns
+    (``O(n m)`` memory: for many test points call it on batches of them). Returns ``(mean, cov, var, ok)``."""
+    if cross.shape[1] != cond.alpha.shape[0]:
+        raise ValueError(f"k_test_train must have {cond.alpha.shape[0]} columns, got shape {cross.shape}")
+    kss = jnp.asarray(k_test_test)
+    m = cross.shape[0]
+    want = (m, m) if full_cov else (m,)
+    if kss.shape != want:
+        raise ValueError(f"k_test_test must have shape {want} (full_cov={full_cov}), got {kss.shape}")
+    mean = cross.matmul(cond.alpha)
+    kx = cross.dense()
+    op, noise = cond.operator, cond.noise
+    inner = noise * jnp.eye(cond.precond_factor.shape[1], dtype=kx.dtype) + cond.precond_factor.T @ cond.precond_factor
+    pre = Preconditioner(cond.precond_factor, noise, jnp.linalg.cholesky(inner) if inner.shape[0] else inner)
+    cap = min(1000, 10 * op.shape[0]) if max_iterations is None else max_iterations
+    res = pcg(_khat(op, noise), kx.T, pre.solve, tol=tol, max_iterations=cap, lanczos_size=1)
+    ok = cond.ok & jnp.all(res.converged)
+    if full_cov:
+        cov = kss - kx @ res.x
+        return mean, cov, jnp.diagonal(cov), ok
+    return mean, None, kss - jnp.sum(kx.T * res.x, 0), ok
+
+
+__all__ = ["LMLEstimate", "OperatorConditioned", "PCGResult", "Preconditioner", "condition_operator",
+           "lanczos_quadrature", "lml_and_stderr", "make_preconditioner", "pcg", "pivoted_cholesky",
+           "predict_operator"]
