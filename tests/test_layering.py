@@ -46,3 +46,42 @@ def test_no_file_imports_another_files_private_name():
                 continue
             bad += [f"{path.relative_to(PACKAGE)}: {module}.{n}" for n in names if n.startswith("_")]
     assert not bad, bad
+
+
+FOUNDATION = ("parallel", "pairwise")
+
+
+@pytest.mark.parametrize("package", FOUNDATION)
+def test_foundation_imports_no_pillar_or_application_code(package):
+    above = APPLICATION + tuple(f"jaxbayes.{p}" for p in PILLARS)
+    bad = []
+    for path in sorted((PACKAGE / package).rglob("*.py")):
+        for module, names in imports(path):
+            targets = [module] + [f"{module}.{n}" for n in names]
+            if any(t == a or t.startswith(a + ".") for t in targets for a in above):
+                bad.append(f"{path.relative_to(PACKAGE)} imports {module}")
+    assert not bad, bad
+
+
+def pillar_graph() -> dict[str, set[str]]:
+    """Which pillars each pillar imports (``from jaxbayes import ot`` or ``from jaxbayes.ot import ...``)."""
+    graph = {p: set() for p in PILLARS}
+    for pillar in PILLARS:
+        for path in sorted((PACKAGE / pillar).rglob("*.py")):
+            for module, names in imports(path):
+                targets = [module] + [f"{module}.{n}" for n in names]
+                graph[pillar] |= {p for p in PILLARS if p != pillar
+                                  for t in targets if t == f"jaxbayes.{p}" or t.startswith(f"jaxbayes.{p}.")}
+    return graph
+
+
+def test_pillars_use_each_other_without_cycles():
+    graph = pillar_graph()
+
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, seen + (n,))) for n in graph[start])
+
+    cycles = [p for p in PILLARS if reaches(p, p)]
+    assert not cycles, graph
+    # the one use today: sde's two-sample metrics take Sinkhorn and sliced W2 from ot
+    assert graph == {"sde": {"ot"}, "ot": set(), "kernels": set(), "vi": set()}, graph
