@@ -6,8 +6,10 @@ network for Monte-Carlo checks and a closed-form kernel map. See the module docs
 
 from jaxbayes.kernels._bbmm import LMLEstimate as LMLEstimate
 from jaxbayes.kernels._bbmm import OperatorConditioned as OperatorConditioned
+from jaxbayes.kernels._bbmm import QuadLogdet as QuadLogdet
 from jaxbayes.kernels._bbmm import lml_and_stderr as lml_and_stderr
 from jaxbayes.kernels._bbmm import pivoted_cholesky as pivoted_cholesky
+from jaxbayes.kernels._bbmm import quad_and_logdet as quad_and_logdet
 from jaxbayes.kernels._combinators import FanInSum as FanInSum
 from jaxbayes.kernels._combinators import FanOut as FanOut
 from jaxbayes.kernels._combinators import parallel as parallel
@@ -89,12 +91,13 @@ __all__ = [
     "DKMInfo", "DKMParams", "DKMPrediction", "DKMState", "Dense", "Erf", "Exp", "FanInSum", "FanOut", "FitResult",
     "Flatten", "GELU", "GPConditioned", "GPPosterior", "GPSolver", "GlobalAvgPool", "Identity", "Kernel",
     "KernelMatrices", "KernelOperator", "LMLEstimate", "LaplaceMulticlass", "Layer", "LeakyReLU",
-    "MonteCarloKernel", "OperatorConditioned", "Rbf", "ReLU", "ScaleMixturePosterior", "Sin",
+    "MonteCarloKernel", "OperatorConditioned", "QuadLogdet", "Rbf", "ReLU", "ScaleMixturePosterior", "Sin",
     "StudentTClassification", "StudentTPosterior", "as_solver", "cg_solve", "dkm", "dkm_layers", "empirical_ntk",
     "fit_hyperparameters", "fit_student_t", "gp_condition", "gp_posterior", "gp_predict", "gp_predict_batched",
     "gram", "gram_kernel", "infinite_ensemble_posterior", "input_kernel", "jittered_cholesky", "kernel_operator",
     "laplace_binary", "laplace_multiclass", "lml_and_stderr", "log_marginal_likelihood", "matern52",
-    "monte_carlo_kernel", "nngp_pair_fn", "parallel", "pivoted_cholesky", "rbf", "safe_arccos", "safe_sqrt",
+    "monte_carlo_kernel", "nngp_pair_fn", "parallel", "pivoted_cholesky", "quad_and_logdet", "rbf", "safe_arccos",
+    "safe_sqrt",
     "scale_mixture_posterior", "serial", "student_t_classify", "student_t_classify_multiclass",
     "student_t_joint_predictive_logpdf", "student_t_log_marginal_likelihood", "student_t_posterior",
     "student_t_predictive_logpdf",

@@ -230,59 +230,72 @@ def _khat(op, noise):
 
 
 @jax.custom_vjp
-def _lml(op, noise, y2, alpha, u, w, logdet, pre):
-    n, k = y2.shape
-    return -0.5 * jnp.sum(y2 * alpha) - 0.5 * k * logdet - 0.5 * n * k * jnp.log(2 * jnp.pi)
+def _quad_logdet(op, noise, y2, alpha, u, w, logdet, pre):
+    """``(sum_j y_j^T Khat^{-1} y_j, log|Khat|)`` from the solves, differentiable through the custom VJP."""
+    return jnp.sum(y2 * alpha), logdet
 
 
-def _lml_fwd(op, noise, y2, alpha, u, w, logdet, pre):
-    return _lml(op, noise, y2, alpha, u, w, logdet, pre), (op, noise, alpha, u, w, logdet, pre)
+def _quad_logdet_fwd(op, noise, y2, alpha, u, w, logdet, pre):
+    return _quad_logdet(op, noise, y2, alpha, u, w, logdet, pre), (op, noise, alpha, u, w, pre)
 
 
-def _lml_bwd(res, g):
-    # d lml = 1/2 alpha^T dKhat alpha - k/2 [tr(P^-1 dKhat) + mean_i (u_i - w_i)^T dKhat w_i]: the exact trace
-    # against the preconditioner plus a Hutchinson estimate of the (small) remainder, as one vjp of K @ B
-    # and one of diag(K) (tr(P^-1 dKhat) = (tr dKhat - sum_c (L C^-1)_c^T dKhat L_c) / s by Woodbury)
-    op, noise, alpha, u, w, logdet, pre = res
-    k, t = alpha.shape[1], u.shape[1]
+def _quad_logdet_bwd(res, g):
+    # d quad = -alpha^T dKhat alpha + 2 alpha^T dy; d logdet = tr(P^-1 dKhat) + mean_i (u_i - w_i)^T dKhat w_i:
+    # the exact trace against the preconditioner plus a Hutchinson estimate of the (small) remainder, as one
+    # vjp of K @ B and one of diag(K) (tr(P^-1 dKhat) = (tr dKhat - sum_c (L C^-1)_c^T dKhat L_c) / s by
+    # Woodbury)
+    op, noise, alpha, u, w, pre = res
+    g_quad, g_logdet = g
+    t = u.shape[1]
     factor = pre.factor.astype(alpha.dtype)
     lc = (jax.scipy.linalg.cho_solve((pre.inner_chol, True), factor.T).T if factor.shape[1] else factor)
     bmat = jnp.concatenate([alpha, w, factor], 1)
-    cot = g * jnp.concatenate([0.5 * alpha, -0.5 * k / t * (u - w), 0.5 * k / pre.noise * lc], 1)
+    cot = jnp.concatenate([-g_quad * alpha, g_logdet / t * (u - w), -g_logdet / pre.noise * lc], 1)
     _, vjp = jax.vjp(lambda o, s: o.matmul(bmat) + s * bmat, op, noise)
     d_op, d_noise = vjp(cot.astype(bmat.dtype))
     _, vjp_tr = jax.vjp(lambda o, s: jnp.sum(o.diagonal()) + o.shape[0] * s, op, noise)
-    d_op2, d_noise2 = vjp_tr(-0.5 * k * g / pre.noise)
+    d_op2, d_noise2 = vjp_tr(g_logdet / pre.noise)
     d_op = jax.tree.map(lambda a, b: a + b, d_op, d_op2)
     zero = jnp.zeros_like
-    return (d_op, d_noise + d_noise2, -g * alpha, zero(alpha), zero(u), zero(w), zero(logdet),
+    return (d_op, d_noise + d_noise2, 2 * g_quad * alpha, zero(alpha), zero(u), zero(w), zero(g_logdet),
             jax.tree.map(zero, pre))
 
 
-_lml.defvjp(_lml_fwd, _lml_bwd)
+_quad_logdet.defvjp(_quad_logdet_fwd, _quad_logdet_bwd)
 
 
-def lml_and_stderr(op: KernelOperator, y_train: ArrayLike, *, noise: ArrayLike, solver: CG | None = None,
-                   key: PRNGKey) -> LMLEstimate:
-    r"""BBMM estimate of ``log N(y; 0, K + noise I)`` (summed over columns of ``y``) and its Monte-Carlo error.
+class QuadLogdet(NamedTuple):
+    """The two quantities every Gaussian-family marginal likelihood needs, estimated matrix-free.
 
-    ``-1/2 y^T alpha - k/2 log|Khat| - n k/2 log 2 pi`` with ``alpha`` from PCG and ``log|Khat|`` by stochastic
-    Lanczos quadrature with ``solver.num_probes`` probes (module docstring); the gradient is the custom VJP of
-    the module docstring. ``stderr = k/2 * std(terms) / sqrt(num_probes)``.
+    Attributes:
+      quad: ``sum_j y_j^T (K + noise I)^{-1} y_j`` (by PCG; differentiable).
+      logdet: the estimate of ``log|K + noise I|`` (differentiable; stochastic gradient).
+      logdet_stderr: its Monte-Carlo standard error (``nan`` with one probe).
+      n_iters: PCG iterations (the largest over columns). converged: the columns of ``y`` reached ``tol``.
+    """
 
-    Args:
-      op: the kernel operator. y_train: ``(n,)`` or ``(n, k)``. noise: noise variance (> 0).
-      solver: a :class:`~jaxbayes.kernels.CG` (``tol``, ``max_iterations``, ``preconditioner_rank``,
-        ``num_probes``, ``lanczos_iterations``); ``None``: ``CG()``.
-      key: PRNG key of the probes (use a fresh one per optimisation step for unbiased gradients).
+    quad: Array
+    logdet: Array
+    logdet_stderr: Array
+    n_iters: Array
+    converged: Array
+
+
+def quad_and_logdet(op: KernelOperator, y_train: ArrayLike, *, noise: ArrayLike, solver: CG | None = None,
+                    key: PRNGKey) -> QuadLogdet:
+    r"""``sum_j y_j^T Khat^{-1} y_j`` and ``log|Khat|`` (``Khat = K + noise I``) from one batched PCG.
+
+    The building block of :func:`lml_and_stderr` and of the Student-t marginal likelihood on an operator
+    (module docstring: the preconditioner, the probes, stochastic Lanczos quadrature, the custom VJP).
+    Arguments as in :func:`lml_and_stderr`.
 
     Example:
       >>> import jax, jax.numpy as jnp
       >>> from jaxbayes.kernels import kernel_operator, rbf
       >>> op = kernel_operator(rbf, jnp.zeros((1, 1)), {"lengthscale": 1.0, "variance": 1.0})
-      >>> est = lml_and_stderr(op, jnp.array([0.0]), noise=1.0, key=jax.random.key(0))
-      >>> round(float(est.lml), 4)  # one point: exact, log N(0; 0, 2)
-      -1.2655
+      >>> r = quad_and_logdet(op, jnp.array([2.0]), noise=1.0, key=jax.random.key(0))
+      >>> round(float(r.quad), 4), round(float(r.logdet), 4)  # 2^2 / 2, log 2
+      (2.0, 0.6931)
     """
     solver = CG() if solver is None else solver
     y = _check(op, y_train, noise, solver)
@@ -298,9 +311,38 @@ def lml_and_stderr(op: KernelOperator, y_train: ArrayLike, *, noise: ArrayLike, 
     terms = res.rz0[k:] * lanczos_quadrature(res.alphas[:, k:], res.betas[:, k:], res.n_iters[k:])
     logdet = pre.logdet() + jnp.mean(terms)
     logdet_se = jnp.std(terms, ddof=1) / jnp.sqrt(t) if t > 1 else jnp.asarray(jnp.nan, y2.dtype)
-    lml = _lml(op, jnp.asarray(noise, y2.dtype), y2, res.x[:, :k], res.x[:, k:], pre.solve(z), logdet, pre)
-    return LMLEstimate(lml, 0.5 * k * logdet_se, logdet, logdet_se, jnp.max(res.n_iters),
-                       jnp.all(res.converged[:k]))
+    quad, logdet = _quad_logdet(op, jnp.asarray(noise, y2.dtype), y2, res.x[:, :k], res.x[:, k:], pre.solve(z),
+                                logdet, pre)
+    return QuadLogdet(quad, logdet, logdet_se, jnp.max(res.n_iters), jnp.all(res.converged[:k]))
+
+
+def lml_and_stderr(op: KernelOperator, y_train: ArrayLike, *, noise: ArrayLike, solver: CG | None = None,
+                   key: PRNGKey) -> LMLEstimate:
+    r"""BBMM estimate of ``log N(y; 0, K + noise I)`` (summed over columns of ``y``) and its Monte-Carlo error.
+
+    ``-1/2 y^T alpha - k/2 log|Khat| - n k/2 log 2 pi`` with ``alpha`` from PCG and ``log|Khat|`` by stochastic
+    Lanczos quadrature with ``solver.num_probes`` probes (:func:`quad_and_logdet`); the gradient is the custom
+    VJP of the module docstring. ``stderr = k/2 * std(terms) / sqrt(num_probes)``.
+
+    Args:
+      op: the kernel operator. y_train: ``(n,)`` or ``(n, k)``. noise: noise variance (> 0).
+      solver: a :class:`~jaxbayes.kernels.CG` (``tol``, ``max_iterations``, ``preconditioner_rank``,
+        ``num_probes``, ``lanczos_iterations``); ``None``: ``CG()``.
+      key: PRNG key of the probes (use a fresh one per optimisation step for unbiased gradients).
+
+    Example:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxbayes.kernels import kernel_operator, rbf
+      >>> op = kernel_operator(rbf, jnp.zeros((1, 1)), {"lengthscale": 1.0, "variance": 1.0})
+      >>> est = lml_and_stderr(op, jnp.array([0.0]), noise=1.0, key=jax.random.key(0))
+      >>> round(float(est.lml), 4)  # one point: exact, log N(0; 0, 2)
+      -1.2655
+    """
+    y = jnp.asarray(y_train)
+    n, k = y.shape[0], (1 if y.ndim == 1 else y.shape[1])
+    r = quad_and_logdet(op, y, noise=noise, solver=solver, key=key)
+    lml = -0.5 * r.quad - 0.5 * k * r.logdet - 0.5 * n * k * jnp.log(2 * jnp.pi)
+    return LMLEstimate(lml, 0.5 * k * r.logdet_stderr, r.logdet, r.logdet_stderr, r.n_iters, r.converged)
 
 
 class OperatorConditioned(NamedTuple):
@@ -363,6 +405,6 @@ def predict_operator(cond: OperatorConditioned, cross, k_test_test: ArrayLike, *
     return mean, None, kss - jnp.sum(kx.T * res.x, 0), ok
 
 
-__all__ = ["LMLEstimate", "OperatorConditioned", "PCGResult", "Preconditioner", "condition_operator",
+__all__ = ["LMLEstimate", "OperatorConditioned", "PCGResult", "Preconditioner", "QuadLogdet", "condition_operator",
            "lanczos_quadrature", "lml_and_stderr", "make_preconditioner", "pcg", "pivoted_cholesky",
-           "predict_operator"]
+           "predict_operator", "quad_and_logdet"]

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxbayes._checks import check_int_range, check_positive
+from jaxbayes.kernels._bbmm import condition_operator, predict_operator, quad_and_logdet
 from jaxbayes.kernels._common import (
     check_alpha_beta,
     check_square_matrix,
@@ -48,6 +49,8 @@ from jaxbayes.kernels._common import (
 )
 from jaxbayes.kernels._gp import fit_hyperparameters
 from jaxbayes.kernels._linalg import jittered_cholesky
+from jaxbayes.kernels._operator import CrossOperator, KernelOperator
+from jaxbayes.kernels._solvers import CG, GPSolver, as_solver
 from jaxbayes.typing import Array, ArrayLike, PRNGKey
 
 
@@ -61,7 +64,7 @@ class StudentTPosterior(NamedTuple):
       df: degrees of freedom ``2 alpha'``.
       alpha: posterior shape ``alpha'`` of ``sigma^2``.
       beta: posterior rate ``beta'`` of ``sigma^2``.
-      ok: whether the Cholesky factorisation succeeded.
+      ok: whether the Cholesky factorisation succeeded (for a kernel operator: the CG solves converged).
       jitter: the absolute jitter added to ``K + noise I`` (``0.0`` when it factored as it is).
     """
 
@@ -108,11 +111,17 @@ def _quadratic(k: Array, y: Array, noise: ArrayLike, jitter: float, max_tries: i
 
 def student_t_log_marginal_likelihood(k_train_train: ArrayLike, y_train: ArrayLike, *, alpha: ArrayLike,
                                       beta: ArrayLike, noise: ArrayLike = 0.0, jitter: float = 0.0,
-                                      max_tries: int = 5) -> Array:
+                                      max_tries: int = 5, solver: str | GPSolver | None = None,
+                                      key: PRNGKey | None = None) -> Array:
     """``log p(y)`` under the Student-t process (formula in the module docstring).
 
     For one output column this is ``scipy.stats.multivariate_t(df=2 alpha, shape=beta/alpha (K + s I))``,
     exactly (no jitter) whenever ``K + s I`` factors; ``jitter``, ``max_tries``: the jitter policy.
+
+    For a :class:`~jaxbayes.kernels.KernelOperator` (``noise > 0`` and a ``key`` for the probes) the quadratic
+    form and ``log|K + s I|`` come from the matrix-free BBMM solve (:func:`~jaxbayes.kernels.quad_and_logdet`,
+    ``solver`` a ``CG``, default ``CG()``), with its stochastic gradient; the estimate inherits the log
+    determinant's Monte-Carlo error times ``k/2``.
 
     Example:
       >>> import jax.numpy as jnp
@@ -122,9 +131,17 @@ def student_t_log_marginal_likelihood(k_train_train: ArrayLike, y_train: ArrayLi
     """
     check_alpha_beta(alpha, beta)
     check_positive("noise", noise, strict=False)
-    k = check_square_matrix("k_train_train", k_train_train)
-    y = check_targets(k, y_train)
-    _, quad, logdet, (n, n_out) = _quadratic(k, y, noise, jitter, max_tries)
+    if isinstance(k_train_train, KernelOperator):
+        if key is None:
+            raise ValueError("student_t_log_marginal_likelihood of a KernelOperator needs key= (its log-det probes)")
+        r = quad_and_logdet(k_train_train, y_train, noise=noise, solver=_operator_solver(solver), key=key)
+        y = jnp.asarray(y_train)
+        quad, logdet, n, n_out = r.quad, r.logdet, y.shape[0], (1 if y.ndim == 1 else y.shape[1])
+    else:
+        _check_dense_solver(solver)
+        k = check_square_matrix("k_train_train", k_train_train)
+        y = check_targets(k, y_train)
+        _, quad, logdet, (n, n_out) = _quadratic(k, y, noise, jitter, max_tries)
     # y is multivariate t with df = 2 alpha and shape (beta / alpha) (K + s I) per column
     d = n * n_out
     ratio = jnp.asarray(beta, quad.dtype) / alpha
@@ -134,7 +151,8 @@ def student_t_log_marginal_likelihood(k_train_train: ArrayLike, y_train: ArrayLi
 def student_t_posterior(k_train_train: ArrayLike, y_train: ArrayLike, k_test_train: ArrayLike,
                         k_test_test: ArrayLike, *, alpha: ArrayLike, beta: ArrayLike, noise: ArrayLike = 0.0,
                         full_cov: bool = True, jitter: float = 0.0, max_tries: int = 5,
-                        noisy_targets: bool = False) -> StudentTPosterior:
+                        noisy_targets: bool = False, solver: str | GPSolver | None = None,
+                        tol: float = 1e-6, max_iterations: int | None = None) -> StudentTPosterior:
     """Closed-form Student-t process posterior predictive (module docstring; Lee et al., 2022, Thm 3.2).
 
     Args:
@@ -149,6 +167,9 @@ def student_t_posterior(k_train_train: ArrayLike, y_train: ArrayLike, k_test_tra
       noisy_targets: the predictive of noisy targets ``y_* = f_* + eps`` (``noise`` added to the diagonal of
         the unit-scale covariance, so ``(beta'/alpha') noise`` to ``scale``) instead of the latent ``f_*``.
         Then pass no ``noise`` to the log densities.
+      solver, tol, max_iterations: for a :class:`~jaxbayes.kernels.KernelOperator` ``k_train_train`` (with
+        ``k_test_train = op.cross(x_test)`` and ``noise > 0``): the ``CG`` of the training solve (default
+        ``CG()``) and the stopping rule of the variance solves, as in :func:`~jaxbayes.kernels.gp_predict`.
 
     Example:
       >>> import jax.numpy as jnp
@@ -159,14 +180,27 @@ def student_t_posterior(k_train_train: ArrayLike, y_train: ArrayLike, k_test_tra
     """
     check_alpha_beta(alpha, beta)
     check_positive("noise", noise, strict=False)
-    k = check_square_matrix("k_train_train", k_train_train)
-    y = check_targets(k, y_train)
-    ch, quad, _, (n, n_out) = _quadratic(k, y, noise, jitter, max_tries)
-    kx = jnp.asarray(k_test_train)
-    kss = jnp.asarray(k_test_test)
-    mean = kx @ jax.scipy.linalg.cho_solve((ch.chol, True), y)
-    v = jax.scipy.linalg.solve_triangular(ch.chol, kx.T, lower=True)
-    gauss = kss - v.T @ v if full_cov else kss - jnp.sum(v * v, axis=0)
+    if isinstance(k_train_train, KernelOperator):
+        if not isinstance(k_test_train, CrossOperator):
+            raise ValueError("a KernelOperator k_train_train needs k_test_train=op.cross(x_test)")
+        cond = condition_operator(k_train_train, y_train, noise, _operator_solver(solver))
+        mean, cov_g, var_g, ok = predict_operator(cond, k_test_train, k_test_test, full_cov=full_cov, tol=tol,
+                                                  max_iterations=max_iterations)
+        gauss = cov_g if full_cov else var_g
+        y = jnp.asarray(y_train)
+        n, n_out = y.shape[0], (1 if y.ndim == 1 else y.shape[1])
+        quad, jit_used = jnp.sum(y * cond.alpha), cond.jitter
+    else:
+        _check_dense_solver(solver)
+        k = check_square_matrix("k_train_train", k_train_train)
+        y = check_targets(k, y_train)
+        ch, quad, _, (n, n_out) = _quadratic(k, y, noise, jitter, max_tries)
+        kx = jnp.asarray(k_test_train)
+        kss = jnp.asarray(k_test_test)
+        mean = kx @ jax.scipy.linalg.cho_solve((ch.chol, True), y)
+        v = jax.scipy.linalg.solve_triangular(ch.chol, kx.T, lower=True)
+        gauss = kss - v.T @ v if full_cov else kss - jnp.sum(v * v, axis=0)
+        ok, jit_used = ch.ok, ch.jitter
     if noisy_targets:
         noise = jnp.asarray(noise, gauss.dtype)
         gauss = gauss + noise * jnp.eye(gauss.shape[0], dtype=gauss.dtype) if full_cov else gauss + noise
@@ -174,7 +208,20 @@ def student_t_posterior(k_train_train: ArrayLike, y_train: ArrayLike, k_test_tra
     b_post = beta + 0.5 * quad
     scale = (b_post / a_post) * gauss
     cov = (b_post / (a_post - 1)) * gauss
-    return StudentTPosterior(mean, scale, cov, 2 * a_post, a_post, b_post, ch.ok, ch.jitter)
+    return StudentTPosterior(mean, scale, cov, 2 * a_post, a_post, b_post, ok, jit_used)
+
+
+def _operator_solver(solver: str | GPSolver | None) -> CG:
+    solver = as_solver("cg" if solver is None else solver)
+    if not isinstance(solver, CG):
+        raise ValueError(f"a KernelOperator needs solver='cg' or a CG(...) object, got {solver!r}")
+    return solver
+
+
+def _check_dense_solver(solver: str | GPSolver | None) -> None:
+    if solver is not None and isinstance(as_solver(solver), CG):
+        raise ValueError("the Student-t functions factor a matrix exactly (Cholesky); for CG wrap the kernel in "
+                         "kernel_operator(...)")
 
 
 def student_t_predictive_logpdf(posterior: StudentTPosterior, y_test: ArrayLike, *,

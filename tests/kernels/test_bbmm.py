@@ -208,3 +208,46 @@ def test_sharded_inputs_equal_unsharded(x64):
         out[name] = (mean, lml)
     np.testing.assert_allclose(out["sharded"][0], out["plain"][0], atol=1e-9)
     np.testing.assert_allclose(out["sharded"][1], out["plain"][1], rtol=1e-9)
+
+
+def test_student_t_on_an_operator_matches_the_dense_oracle(x64):
+    # a full-rank preconditioner makes the solves exact, so the log density, its gradient and the posterior
+    # must equal the Cholesky path to the CG tolerance; a rank-5 one must stay within its Monte-Carlo error
+    x, y = _data(300)
+    xt = jnp.linspace(-0.5, 5.5, 7)[:, None]
+    exact_solver = K.CG(tol=1e-11, preconditioner_rank=300, num_probes=4)
+
+    def lml(theta, solver, key, dense=False):
+        p = {"lengthscale": jnp.exp(theta[0]), "variance": 1.0}
+        k = K.rbf(x, x, p) if dense else K.kernel_operator(K.rbf, x, p)
+        kw = {} if dense else {"solver": solver, "key": key}
+        return K.student_t_log_marginal_likelihood(k, y, alpha=jnp.exp(theta[1]), beta=jnp.exp(theta[2]),
+                                                   noise=NOISE, **kw)
+
+    theta = jnp.log(jnp.array([0.5, 2.0, 3.0]))
+    exact = lml(theta, None, None, dense=True)
+    np.testing.assert_allclose(lml(theta, exact_solver, jax.random.key(0)), exact, rtol=1e-8)
+    np.testing.assert_allclose(jax.grad(lml)(theta, exact_solver, jax.random.key(0)),
+                               jax.grad(lambda t: lml(t, None, None, dense=True))(theta), rtol=1e-6)
+    weak = K.CG(tol=1e-10, preconditioner_rank=5, num_probes=16)
+    est = lml(theta, weak, jax.random.key(1))
+    se = 0.5 * float(K.lml_and_stderr(K.kernel_operator(K.rbf, x, {"lengthscale": 0.5, "variance": 1.0}), y,
+                                      noise=NOISE, solver=weak, key=jax.random.key(1)).logdet_stderr)
+    assert abs(float(est - exact)) < 4 * se + 1e-8, (float(est), float(exact), se)
+
+    op = K.kernel_operator(K.rbf, x, PARAMS)
+    kd, kx, kss = op.dense(), K.rbf(xt, x, PARAMS), K.rbf(xt, xt, PARAMS)
+    for full_cov in (True, False):
+        prior = kss if full_cov else jnp.diagonal(kss)
+        dense = K.student_t_posterior(kd, y, kx, prior, alpha=2.0, beta=3.0, noise=NOISE, full_cov=full_cov)
+        mf = K.student_t_posterior(op, y, op.cross(xt), prior, alpha=2.0, beta=3.0, noise=NOISE,
+                                   full_cov=full_cov, solver=K.CG(tol=1e-11, preconditioner_rank=60), tol=1e-11)
+        assert bool(mf.ok)
+        for field in ("mean", "scale", "cov", "df", "alpha", "beta"):
+            np.testing.assert_allclose(getattr(mf, field), getattr(dense, field), atol=1e-7, err_msg=field)
+    with pytest.raises(ValueError, match="op.cross"):
+        K.student_t_posterior(op, y, kx, kss, alpha=2.0, beta=3.0, noise=NOISE)
+    with pytest.raises(ValueError, match="needs key="):
+        K.student_t_log_marginal_likelihood(op, y, alpha=2.0, beta=3.0, noise=NOISE)
+    with pytest.raises(ValueError, match="kernel_operator"):
+        K.student_t_log_marginal_likelihood(kd, y, alpha=2.0, beta=3.0, noise=NOISE, solver="cg")
