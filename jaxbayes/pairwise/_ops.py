@@ -32,6 +32,17 @@ def _pairs(pair_fn: PairFn, params: Any, rows: Array, cols: Array, transposed: b
     return pair_fn(cols, rows, *args).T if transposed else pair_fn(rows, cols, *args)
 
 
+def _row_logsumexp(z: Array) -> Array:
+    """``log sum_j exp(z_ij)`` per row, ``-inf`` for a row of ``-inf`` with a zero gradient there (where
+    ``jax.nn.logsumexp``'s gradient is NaN: a tile of zero-weight, e.g. padded, points would poison the
+    whole gradient through the monoid's ``0 * NaN``)."""
+    top = jax.lax.stop_gradient(jnp.max(z, axis=1))
+    safe = jnp.where(jnp.isfinite(top), top, 0.0)
+    total = jnp.sum(jnp.exp(z - safe[:, None]), axis=1)
+    pos = total > 0
+    return jnp.where(pos, safe + jnp.log(jnp.where(pos, total, 1.0)), -jnp.inf)
+
+
 def _check_axis(axis: int) -> None:
     if axis not in (0, 1):
         raise ValueError(f"axis must be 0 or 1, got {axis!r}")
@@ -63,7 +74,7 @@ def logsumexp(pair_fn: PairFn, x: ArrayLike, y: ArrayLike, h: ArrayLike | None =
     def tile(p, rt, ct, _, hc, mask):
         prm, e = p
         z = hc[None, :] - _pairs(pair_fn, prm, rt, ct, axis == 0) / e
-        return jax.nn.logsumexp(jnp.where(mask[None, :], z, -jnp.inf), axis=1)
+        return _row_logsumexp(jnp.where(mask[None, :], z, -jnp.inf))
 
     return reduce(tile, rows, cols, None, h, params=(params, jnp.asarray(eps, h.dtype)), combine="logsumexp",
                   chunk_size=chunk_size)

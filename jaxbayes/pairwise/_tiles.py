@@ -51,6 +51,30 @@ def init_state(monoid, shapes: PyTree, n: int) -> PyTree:
     return jax.tree.map(lambda s: monoid.init((n, *s.shape), s.dtype), shapes)
 
 
+def _varying(v: Any) -> frozenset:
+    """The manual mesh axes ``v`` varies over inside a ``shard_map`` (empty elsewhere and without the check)."""
+    try:
+        aval = jax.typeof(v)
+    except TypeError:
+        return frozenset()
+    mat = getattr(aval, "manual_axis_type", None)
+    return frozenset(getattr(mat, "varying", None) or getattr(aval, "vma", None) or ())
+
+
+def _vary_like(state: PyTree, operands: PyTree) -> PyTree:
+    """``state`` (constants) marked as varying over the manual axes the operands vary over, so the tile loop's
+    carry keeps its type inside a caller's ``shard_map`` (``check_vma=True``); a no-op elsewhere."""
+    axes = frozenset().union(*(_varying(v) for v in jax.tree.leaves(operands)))
+    if not axes:
+        return state
+
+    def cast(v):
+        missing = tuple(sorted(axes - _varying(v)))
+        return jax.lax.pcast(v, missing, to="varying") if missing else v
+
+    return jax.tree.map(cast, state)
+
+
 def local_reduce(tile_fn: Callable, monoid, params: Any, x: Array, y: Array, row_args: PyTree,
                  col_args: PyTree, state: PyTree, chunk_size: int | None) -> PyTree:
     """Add every tile of ``(x, y)`` into the per-row monoid ``state`` (leaves ``(n, ...)`` monoid states)."""
@@ -58,6 +82,7 @@ def local_reduce(tile_fn: Callable, monoid, params: Any, x: Array, y: Array, row
     k = n if chunk_size is None else min(chunk_size, n)
     l = m if chunk_size is None else min(chunk_size, m)  # noqa: E741
     treedef = jax.tree.structure(state, is_leaf=is_acc)
+    state = _vary_like(state, (params, x, y, row_args, col_args))
     xb, rb, sb = blocks((x, row_args, state), n, k)
     yb, cb = blocks((y, col_args), m, l)
     maskb = blocks(jnp.ones((m,), bool), m, l)
