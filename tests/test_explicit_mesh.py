@@ -214,14 +214,9 @@ def test_gaussian_vi_fit_with_sharded_data(mesh_ctx, batch_size):
 # --------------------------------------------------------------------------------------------------- ot
 
 
-def test_dense_sinkhorn_with_row_sharded_cost_matrix(mesh, request):
-    if parallel.is_explicit(mesh):
-        # Cause in jaxbayes/ot/_sinkhorn_loop.py (being rewritten, not edited here): the dense inner update
-        # contracts the row-sharded kernel over its sharded axis without an out_sharding (line 150,
-        # `col = (a * exp(...)) @ kernel`).
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "_sinkhorn_loop.py inner(): matmul over the sharded axis of a row-sharded cost matrix has an "
-            "ambiguous sharding (ShardingTypeError: Contracting dimensions are sharded)")))
+@pytest.mark.parametrize("spec", [P("data", None), P(None, "data")], ids=["rows", "cols"])
+def test_dense_sinkhorn_with_sharded_cost_matrix(mesh, spec):
+    """The dense loop's products over the kernel's sharded axis get an explicit result sharding."""
     x, y = points(32, 2), points(24, 2, seed=1)
     c = jnp.sum((x[:, None] - y[None]) ** 2, -1)
 
@@ -229,7 +224,7 @@ def test_dense_sinkhorn_with_row_sharded_cost_matrix(mesh, request):
         out = ot.sinkhorn(ot.costmatrix(cm), epsilon=0.1)
         return out.f, out.g, out.cost
 
-    close(jax.jit(solve)(rows(c, mesh)), solve(c), rtol=1e-4, atol=1e-5)
+    close(jax.jit(solve)(jax.device_put(c, NamedSharding(mesh, spec))), solve(c), rtol=1e-4, atol=1e-5)
 
 
 def test_sliced_wasserstein_with_sharded_points(mesh):

@@ -28,6 +28,7 @@ import numpy as np
 from jaxbayes._checks import check_choice, check_ndim, concrete_value
 from jaxbayes.ot._problem import Problem, as_problem
 from jaxbayes.ot._sinkhorn import SinkhornOutput, sinkhorn
+from jaxbayes.parallel import unshard
 from jaxbayes.typing import Array, ArrayLike
 from jaxbayes.typing import Geometry as GeometryLike
 
@@ -91,8 +92,9 @@ def partial_ot(
       [0.5, 0.0, 0.0, 0.0]
     """
     prob = as_problem(geom, a, b, equal_mass=False)
-    a, b = prob.a, prob.b
-    c = prob.geom.materialize().cost_matrix
+    # the extended (n + 1, m + 1) problem is dense and does not split evenly: gather sharded inputs (Explicit
+    # meshes refuse the scatter of a row-sharded block into it)
+    c, a, b = unshard((prob.geom.materialize().cost_matrix, prob.a, prob.b))
     n, m = c.shape
     s = jnp.asarray(mass, c.dtype)
     sv, av, bv = concrete_value(s), concrete_value(a), concrete_value(b)

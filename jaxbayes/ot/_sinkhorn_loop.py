@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbayes.parallel import explicit_spec
 from jaxbayes.typing import Array
 
 
@@ -38,6 +39,16 @@ def row_error(f: Array, lse_rows: Array, a: Array, tau_a: Array, eps: Array) -> 
     """L1 error of the row marginal of ``(f, g)`` from the row soft-min ``lse_rows`` of ``g`` (the one the
     f-update needs anyway)."""
     return jnp.sum(a * jnp.abs(jnp.exp(f / eps + lse_rows) - exp_neg_over_rho(f, tau_a, eps)))
+
+
+def _product(lhs: Array, rhs: Array, like: Array, sharded: bool) -> Array:
+    """``lhs @ rhs``; with an explicitly sharded kernel (``sharded``) its result is typed like ``like``
+    (the potential it updates). A product over the kernel's sharded axis (``u @ K`` on a row-sharded cost
+    matrix, ``K @ v`` on a column-sharded one) has no implied result sharding on an Explicit mesh: it is the
+    local partial products summed across that axis, replicated or split as ``like`` is."""
+    if not sharded:
+        return lhs @ rhs
+    return jnp.matmul(lhs, rhs, out_sharding=jax.typeof(like).sharding)
 
 
 def keep_going(config: SolverConfig, err: Array, it: Array, unfinished: Array | bool = False) -> Array:
@@ -136,6 +147,7 @@ def solve_absorbed(config: SolverConfig, theta, f0, g0):
         gbar = -tau_b * eps * geom.lse(log_a + fbar / eps, eps, axis=0)
         errors = errors.at[it].set(err)
         kernel = jnp.exp((fbar[:, None] + gbar[None, :] - c) / eps)
+        sharded = explicit_spec(kernel) is not None
 
         def inner_cond(st):
             _, _, err, it, _, ok = st
@@ -143,11 +155,11 @@ def solve_absorbed(config: SolverConfig, theta, f0, g0):
 
         def inner(st):
             f, g, err, it, errors, _ = st
-            r = kernel @ (b * jnp.exp((g - gbar) / eps))
+            r = _product(kernel, b * jnp.exp((g - gbar) / eps), fbar, sharded)
             lse_rows = jnp.log(r) - fbar / eps
             new_err = row_error(f, lse_rows, a, tau_a, eps)
             new_f = -tau_a * eps * lse_rows
-            col = (a * jnp.exp((new_f - fbar) / eps)) @ kernel
+            col = _product(a * jnp.exp((new_f - fbar) / eps), kernel, gbar, sharded)
             new_g = -tau_b * eps * (jnp.log(col) - gbar / eps)
             accept = jnp.all(jnp.isfinite(new_f)) & jnp.all(jnp.isfinite(new_g)) & jnp.isfinite(new_err)
             within = ((jnp.max(jnp.abs(new_f - fbar)) <= limit * eps)

@@ -1,4 +1,5 @@
-"""2 processes x 4 CPU devices give the single-process Sinkhorn result (matrix-free, sharded points)."""
+"""2 processes x 4 CPU devices give the single-process Sinkhorn result (matrix-free, sharded points; each
+process holding half of both clouds, on Explicit and Auto meshes)."""
 
 import jax
 import numpy as np
@@ -20,3 +21,15 @@ def test_two_process_sinkhorn_matches_single_process():
         np.testing.assert_allclose(r["cost"], cost, rtol=1e-5)
         assert abs(int(r["n_iters"]) - int(n_iters)) <= 2
         np.testing.assert_allclose(r["grad"], grad, rtol=1e-4, atol=1e-6)
+
+
+def test_two_process_halves_on_explicit_and_auto_meshes_match_single_process():
+    results = run_processes("tests.multiprocess.workers_ot:axis_types_sinkhorn", num_processes=2,
+                            devices_per_process=4)
+    want = dict(zip(("f", "g", "cost", "n_iters"), jax.jit(solve)(*point_clouds()), strict=True))
+    for r in results:
+        for kind in ("Explicit", "Auto"):
+            np.testing.assert_allclose(r[f"{kind}_f"], want["f"], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(r[f"{kind}_g"], want["g"], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(r[f"{kind}_cost"], want["cost"], rtol=1e-5)
+            assert abs(int(r[f"{kind}_n_iters"]) - int(want["n_iters"])) <= 2

@@ -3,6 +3,8 @@
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from jaxbayes import ot, parallel
 
@@ -31,3 +33,20 @@ def sharded_sinkhorn() -> dict:
         "f": np.asarray(f), "g": np.asarray(g), "cost": np.asarray(cost), "n_iters": np.asarray(n_iters),
         "grad": np.asarray(multihost_utils.process_allgather(grad, tiled=True)),
     }
+
+
+def axis_types_sinkhorn() -> dict:
+    """Each process holds half of x and of y (``jax.make_array_from_process_local_data``) on a mesh of all
+    global devices with Explicit, then Auto axes; Sinkhorn on the point cloud, gathered onto every device."""
+    x, y = point_clouds()
+    out = {}
+    for kind in (AxisType.Explicit, AxisType.Auto):
+        mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(kind,), devices=jax.devices())
+        split = NamedSharding(mesh, P("data", None))
+        gx = jax.make_array_from_process_local_data(split, x[parallel.process_slice(x.shape[0])])
+        gy = jax.make_array_from_process_local_data(split, y[parallel.process_slice(y.shape[0])])
+        assert gx.shape == x.shape and not gx.is_fully_addressable
+        res = jax.jit(solve, out_shardings=NamedSharding(mesh, P()))(gx, gy)
+        out.update({f"{kind.name}_{k}": np.asarray(v) for k, v in zip(("f", "g", "cost", "n_iters"), res,
+                                                                       strict=True)})
+    return out
