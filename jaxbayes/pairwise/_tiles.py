@@ -2,8 +2,10 @@
 columns of ``y`` in blocks of ``chunk_size`` (``lax.scan``), so only one ``chunk_size x chunk_size`` tile of the
 pairwise matrix exists at a time.
 
-Each tile's call is rematerialised in reverse mode (``jax.checkpoint``), so a gradient stores per tile only
-the running reduction of its rows, never the tile: memory ``O((n + m) * chunk_size + n * m / chunk_size)``.
+In reverse mode each tile and each row block's column scan are rematerialised (``jax.checkpoint``), so a
+gradient keeps the row blocks' inputs and one block's running reductions at a time, never a tile's
+``chunk_size^2`` entries beyond the one in flight: memory ``O(n + m + chunk_size^2)`` on one device (the
+backward pass evaluates every tile twice more).
 Padded rows repeat the first row and are dropped; padded columns repeat the first column and are masked
 (``mask`` is ``False`` there), which each tile function applies (e.g. ``-inf`` in a log-sum-exp).
 """
@@ -103,7 +105,9 @@ def local_reduce(tile_fn: Callable, monoid, params: Any, x: Array, y: Array, row
         st, _ = jax.lax.scan(cols, st, (yb, cb, maskb))
         return st
 
-    return unblock(jax.lax.map(rows, (xb, rb, sb)), n)
+    # rows is rematerialised too: reverse mode then keeps one row block's column-scan carries at a time
+    # (O(m)), not every block's (O(n m / chunk_size)), at the price of one more forward pass of the tiles
+    return unblock(jax.lax.map(jax.checkpoint(rows), (xb, rb, sb)), n)
 
 
 def finish_state(monoid, state: PyTree) -> PyTree:
