@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbayes.parallel import explicit_spec, unshard
 from jaxbayes.typing import PyTree
 
 
@@ -79,12 +80,20 @@ def implicit_vjp(residual: Callable[[PyTree, PyTree], PyTree], theta: PyTree, x:
     solve = LinearSolve() if solve is None else solve
     if project is not None:
         v = project(v)
+    # CG's inner products need whole vectors: explicitly sharded cotangents (potentials of a sharded
+    # Sinkhorn) are gathered for the solve, O(n) per device, while the products in matvec stay sharded;
+    # lambda goes back to the cotangent's sharding for the final vjp (all no-ops without Explicit axes)
+    leaves, treedef = jax.tree.flatten(v)
+    shardings = [None if explicit_spec(a) is None else jax.typeof(a).sharding for a in leaves]
+    v = unshard(v)
 
     def matvec(u):
         ju = jax.jvp(lambda xx: residual(theta, xx), (x,), (u,))[1]
-        return jax.tree.map(lambda h, uu: h + solve.ridge * uu, ju, u)
+        return unshard(jax.tree.map(lambda h, uu: h + solve.ridge * uu, ju, u))
 
     lam, _ = jax.scipy.sparse.linalg.cg(matvec, v, tol=solve.tol, maxiter=solve.max_iterations)
+    lam = treedef.unflatten([a if s is None else jax.sharding.reshard(a, s)
+                             for a, s in zip(treedef.flatten_up_to(lam), shardings, strict=True)])
     if project is not None:
         lam = project(lam)
     _, vjp_theta = jax.vjp(lambda th: residual(th, x), theta)

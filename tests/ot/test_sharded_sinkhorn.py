@@ -152,11 +152,7 @@ def implicit_loss(x, a):
 
 
 @pytest.mark.parametrize("loss", [cost_of, implicit_loss], ids=["cost", "implicit"])
-def test_gradients_equal_unsharded(mesh, loss, request):
-    if loss is implicit_loss and mesh.axis_types[0] == AxisType.Explicit:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "jaxbayes/_implicit.py implicit_vjp: jax.scipy.sparse.linalg.cg takes vdots of the row-sharded "
-            "cotangents (Contracting dimensions are sharded); the forward solve and cost gradients work")))
+def test_gradients_equal_unsharded(mesh, loss):
     d = data(GN, GM)
     grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
     want = grad(d["x"], d["a"])
