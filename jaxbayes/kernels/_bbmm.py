@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from jaxbayes._checks import check_ndim, check_positive
 from jaxbayes.kernels._operator import KernelOperator
 from jaxbayes.kernels._solvers import CG
+from jaxbayes.parallel import unshard
 from jaxbayes.typing import Array, ArrayLike, PRNGKey
 
 
@@ -213,7 +214,9 @@ def _check(op, y, noise, solver):
         raise TypeError(f"expected a KernelOperator, got {type(op).__name__}")
     if not isinstance(solver, CG):
         raise ValueError(f"a KernelOperator needs solver='cg' or a CG(...) object, got {solver!r}")
-    y = jnp.asarray(y)
+    # the solves work on whole n-vectors on every device (only the products K @ V are split over the mesh),
+    # so explicitly sharded targets are gathered (a no-op otherwise)
+    y = unshard(jnp.asarray(y))
     check_ndim("y_train", y, (1, 2))
     if y.shape[0] != op.shape[0]:
         raise ValueError(f"y_train must have {op.shape[0]} rows (one per training point), got shape {y.shape}")

@@ -51,6 +51,7 @@ from jaxbayes.kernels._gp import fit_hyperparameters
 from jaxbayes.kernels._linalg import jittered_cholesky
 from jaxbayes.kernels._operator import CrossOperator, KernelOperator
 from jaxbayes.kernels._solvers import CG, GPSolver, as_solver
+from jaxbayes.parallel import unshard
 from jaxbayes.typing import Array, ArrayLike, PRNGKey
 
 
@@ -187,7 +188,7 @@ def student_t_posterior(k_train_train: ArrayLike, y_train: ArrayLike, k_test_tra
         mean, cov_g, var_g, ok = predict_operator(cond, k_test_train, k_test_test, full_cov=full_cov, tol=tol,
                                                   max_iterations=max_iterations)
         gauss = cov_g if full_cov else var_g
-        y = jnp.asarray(y_train)
+        y = unshard(jnp.asarray(y_train))
         n, n_out = y.shape[0], (1 if y.ndim == 1 else y.shape[1])
         quad, jit_used = jnp.sum(y * cond.alpha), cond.jitter
     else:
