@@ -9,13 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# Benchmarks of the shared engines under the pillars (run after them; selectable with --only like a pillar).
+ENGINES = ("pairwise",)
 
 
 def available() -> list[str]:
-    """Pillars with a benchmark module, in the registry's order."""
+    """Pillars with a benchmark module, in the registry's order, then the engines'."""
     from jaxbayes.cli import PILLARS
 
-    return [p for p in PILLARS if (HERE / f"bench_{p}.py").is_file()]
+    return [p for p in (*PILLARS, *ENGINES) if (HERE / f"bench_{p}.py").is_file()]
 
 
 def run_suite(outdir: str | Path, *, only: Sequence[str] | None = None, quick: bool = False) -> Path:
