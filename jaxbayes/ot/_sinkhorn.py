@@ -42,6 +42,7 @@ from jaxbayes.ot._sinkhorn_loop import (
     residual,
     solve,
 )
+from jaxbayes.parallel import shard_rows_like
 from jaxbayes.typing import Array, ArrayLike
 from jaxbayes.typing import Geometry as GeometryLike
 
@@ -99,6 +100,11 @@ def _dense_plan(out: SinkhornOutput) -> Array:
     c = out.geom.materialize().cost_matrix
     la, lb = log_weights(out.a), log_weights(out.b)
     return jnp.exp(la[:, None] + lb[None, :] + (out.f[:, None] + out.g[None, :] - c) / out.epsilon)
+
+
+def _like_points(arrays, points):
+    """Each per-point (1-D) array resharded like ``points``' rows; scalars unchanged."""
+    return tuple(shard_rows_like(v, points) if jnp.ndim(v) == 1 else v for v in arrays)
 
 
 def _phi(f: Array, w: Array, tau: Array, eps: Array) -> Array:
@@ -261,6 +267,11 @@ def sinkhorn(
         if f0.shape != (n,) or g0.shape != (m,):
             raise ValueError(f"init must be potentials of shapes ({n},) and ({m},), got {f0.shape} and "
                              f"{g0.shape}")
+    if work.x is not None:
+        # per-point arrays split like their points on Explicit meshes, so that the loop's carries keep the
+        # types the sharded soft-mins give them (also under jax.set_mesh); a no-op otherwise
+        a, f0, tau_a = _like_points((a, f0, tau_a), work.x)
+        b, g0, tau_b = _like_points((b, g0, tau_b), work.y)
     theta = (work, a, b, eps, tau_a, tau_b, jnp.maximum(scale, eps))
     (f, g), errors, n_iters, converged = _potentials(config, theta, (f0, g0))
 
