@@ -232,6 +232,17 @@ def _timing(times: list[float], compile_s: float = 0.0) -> Timing:
     return Timing(compile_s, float(np.median(times)), min(times), max(times), len(times))
 
 
+OTT_MAX_N = 100_000  # largest n ott-jax runs at (``--ott-max-n``: its n = 1e5 cases take minutes each here)
+GP_DENSE_MAX = 20_000  # largest n also solved by dense Cholesky (``--dense-max``)
+_PROGRESS: list[pathlib.Path] = []  # where finished cases are appended as they come (a killed run keeps them)
+
+
+def _progress(res: dict) -> None:
+    for path in _PROGRESS:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(res) + "\n")
+
+
 def _sinkhorn_rows(quick: bool) -> tuple[list[dict], list[dict]]:
     chunk = 2048
     if quick:
@@ -244,6 +255,10 @@ def _sinkhorn_rows(quick: bool) -> tuple[list[dict], list[dict]]:
         rows.append(record("sinkhorn_iteration", "ott-jax as released", "ott-jax", error=ott_error))
     for n, d in cases:
         for impl in ("jaxbayes", "ott-jax"):
+            case = f"n=m={n} d={d} chunk={chunk}"
+            if impl == "ott-jax" and n > OTT_MAX_N:
+                rows.append(record("sinkhorn_iteration", case, OTT_SHIM, error=f"skipped: n > --ott-max-n {OTT_MAX_N}"))
+                continue
             repeats = 3 if n <= 10000 else 1
             solve = n <= 10000
             if quick:
@@ -257,8 +272,8 @@ def _sinkhorn_rows(quick: bool) -> tuple[list[dict], list[dict]]:
             res.setdefault("impl", impl)
             res.update(n=n, d=d)
             raw.append(res)
+            _progress(res)
             label = "jaxbayes" if impl == "jaxbayes" else OTT_SHIM
-            case = f"n=m={n} d={d} chunk={chunk}"
             if "error" in res:
                 rows.append(record("sinkhorn_iteration", case, label, error=res["error"]))
                 continue
@@ -308,8 +323,9 @@ def _gp_rows(quick: bool) -> list[dict]:
     with jax.enable_x64(True):
         for n in sizes:
             print(f"[pairwise] cg_gp n={n} ...", file=sys.stderr, flush=True)
-            res = bench_cg_gp.fit(n, steps=steps, solver=bench_cg_gp.default_solver(), dense_max=20000,
+            res = bench_cg_gp.fit(n, steps=steps, solver=bench_cg_gp.default_solver(), dense_max=GP_DENSE_MAX,
                                   chunk_size=2048, verbose=not quick)
+            _progress(res)
             rows += bench_cg_gp.records(res)
     return rows
 
@@ -356,7 +372,10 @@ def run(outdir: pathlib.Path, *, quick: bool) -> list[dict]:
     rows, raw = _sinkhorn_rows(quick)
     for section in (_chunk_rows, _sharded_rows, _gp_rows):
         start = time.perf_counter()
-        rows += section(quick)
+        new = section(quick)
+        for r in new:
+            _progress(r)
+        rows += new
         print(f"[pairwise] {section.__name__} {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     # on a shared machine the load drifts: measure the limits again at the end and keep the better rates
     limits = _best(first, _limits(quick)) if not quick else first
@@ -377,11 +396,15 @@ def run(outdir: pathlib.Path, *, quick: bool) -> list[dict]:
 
 
 def main(argv=None) -> None:
+    global OTT_MAX_N, GP_DENSE_MAX
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench-results/pairwise")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--ott-max-n", type=int, default=OTT_MAX_N, help="largest n ott-jax runs at")
+    ap.add_argument("--dense-max", type=int, default=GP_DENSE_MAX, help="largest GP n also run by dense Cholesky")
     ap.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    OTT_MAX_N, GP_DENSE_MAX = args.ott_max_n, args.dense_max
     if args.worker:
         kind, *rest = args.worker
         if kind == "sinkhorn":
@@ -396,6 +419,8 @@ def main(argv=None) -> None:
     from benchmarks.harness import markdown_table, save_results
 
     out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _PROGRESS[:] = [out / "progress.jsonl"]
     start = time.perf_counter()
     rows = run(out, quick=args.quick)
     save_results(out / "pairwise.json", rows, pillar="pairwise", quick=args.quick,
