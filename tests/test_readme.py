@@ -97,7 +97,8 @@ def check_sharded(ns):
     np.testing.assert_allclose(np.asarray(ns["post"].mean), mean, atol=1e-3)
 
 
-CHECKS = {"parallel.data_parallel": check_parallel, "jax.make_mesh": check_sharded, "sde.pc_sampler": check_sde, "ot.sinkhorn": check_ot,
+CHECKS = {"parallel.data_parallel": check_parallel, "jax.make_mesh": check_sharded, "sde.pc_sampler": check_sde,
+          "ot.sinkhorn": check_ot,
           "gp_posterior": check_kernels, "vi.gaussian_vi": check_vi}
 
 
