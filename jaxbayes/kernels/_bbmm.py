@@ -101,6 +101,11 @@ def pivoted_cholesky(op: KernelOperator, rank: int) -> Array:
 def make_preconditioner(op: KernelOperator, noise: Array, rank: int) -> Preconditioner:
     """``P = L L^T + noise I`` from a rank-``rank`` :func:`pivoted_cholesky` (``rank = 0``: ``noise I``)."""
     factor = pivoted_cholesky(op, rank) if rank else jnp.zeros((op.shape[0], 0), op.dtype)
+    return preconditioner_from_factor(factor, noise)
+
+
+def preconditioner_from_factor(factor: Array, noise: Array) -> Preconditioner:
+    """``P = L L^T + noise I`` for a given factor ``L`` ``(n, r)``: the ``r x r`` Cholesky its Woodbury needs."""
     noise = jnp.asarray(noise, factor.dtype)
     inner = noise * jnp.eye(factor.shape[1], dtype=factor.dtype) + factor.T @ factor
     chol = jnp.linalg.cholesky(inner) if factor.shape[1] else inner
@@ -224,8 +229,8 @@ def _check(op, y, noise, solver):
     return y
 
 
-def _cap(solver: CG, n: int) -> int:
-    return min(1000, 10 * n) if solver.max_iterations is None else solver.max_iterations
+def _cap(max_iterations: int | None, n: int) -> int:
+    return min(1000, 10 * n) if max_iterations is None else max_iterations
 
 
 def _khat(op, noise):
@@ -310,7 +315,7 @@ def quad_and_logdet(op: KernelOperator, y_train: ArrayLike, *, noise: ArrayLike,
     t = solver.num_probes
     z = pre.sample(key, t).astype(y2.dtype)
     res = pcg(_khat(op_s, noise_s), jnp.concatenate([jax.lax.stop_gradient(y2), z], 1), pre.solve,
-              tol=solver.tol, max_iterations=_cap(solver, n), lanczos_size=solver.lanczos_iterations)
+              tol=solver.tol, max_iterations=_cap(solver.max_iterations, n), lanczos_size=solver.lanczos_iterations)
     terms = res.rz0[k:] * lanczos_quadrature(res.alphas[:, k:], res.betas[:, k:], res.n_iters[k:])
     logdet = pre.logdet() + jnp.mean(terms)
     logdet_se = jnp.std(terms, ddof=1) / jnp.sqrt(t) if t > 1 else jnp.asarray(jnp.nan, y2.dtype)
@@ -376,7 +381,7 @@ def condition_operator(op: KernelOperator, y_train: ArrayLike, noise: ArrayLike,
     y2 = y[:, None] if y.ndim == 1 else y
     noise = jnp.asarray(noise, y2.dtype)
     pre = make_preconditioner(op, noise, solver.preconditioner_rank)
-    res = pcg(_khat(op, noise), y2, pre.solve, tol=solver.tol, max_iterations=_cap(solver, y2.shape[0]),
+    res = pcg(_khat(op, noise), y2, pre.solve, tol=solver.tol, max_iterations=_cap(solver.max_iterations, y2.shape[0]),
               lanczos_size=1)
     alpha = res.x[:, 0] if y.ndim == 1 else res.x
     return OperatorConditioned(alpha, op, noise, pre.factor, jnp.zeros((), y2.dtype), jnp.all(res.converged),
@@ -397,9 +402,8 @@ def predict_operator(cond: OperatorConditioned, cross, k_test_test: ArrayLike, *
     mean = cross.matmul(cond.alpha)
     kx = cross.dense()
     op, noise = cond.operator, cond.noise
-    inner = noise * jnp.eye(cond.precond_factor.shape[1], dtype=kx.dtype) + cond.precond_factor.T @ cond.precond_factor
-    pre = Preconditioner(cond.precond_factor, noise, jnp.linalg.cholesky(inner) if inner.shape[0] else inner)
-    cap = min(1000, 10 * op.shape[0]) if max_iterations is None else max_iterations
+    pre = preconditioner_from_factor(cond.precond_factor, noise)
+    cap = _cap(max_iterations, op.shape[0])
     res = pcg(_khat(op, noise), kx.T, pre.solve, tol=tol, max_iterations=cap, lanczos_size=1)
     ok = cond.ok & jnp.all(res.converged)
     if full_cov:
@@ -410,4 +414,4 @@ def predict_operator(cond: OperatorConditioned, cross, k_test_test: ArrayLike, *
 
 __all__ = ["LMLEstimate", "OperatorConditioned", "PCGResult", "Preconditioner", "QuadLogdet", "condition_operator",
            "lanczos_quadrature", "lml_and_stderr", "make_preconditioner", "pcg", "pivoted_cholesky",
-           "predict_operator", "quad_and_logdet"]
+           "preconditioner_from_factor", "predict_operator", "quad_and_logdet"]
