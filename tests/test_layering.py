@@ -27,14 +27,20 @@ def imports(path: Path):
             yield module, [alias.name for alias in node.names]
 
 
-@pytest.mark.parametrize("pillar", PILLARS)
-def test_pillars_import_no_application_code(pillar):
+def forbidden_imports(package: str, forbidden: tuple[str, ...]) -> list[str]:
+    """Every import in ``jaxbayes/<package>`` of a module in ``forbidden`` (or of a name inside one)."""
     bad = []
-    for path in sorted((PACKAGE / pillar).rglob("*.py")):
+    for path in sorted((PACKAGE / package).rglob("*.py")):
         for module, names in imports(path):
             targets = [module] + [f"{module}.{n}" for n in names]
-            if any(t == app or t.startswith(app + ".") for t in targets for app in APPLICATION):
+            if any(t == f or t.startswith(f + ".") for t in targets for f in forbidden):
                 bad.append(f"{path.relative_to(PACKAGE)} imports {module}")
+    return bad
+
+
+@pytest.mark.parametrize("pillar", PILLARS)
+def test_pillars_import_no_application_code(pillar):
+    bad = forbidden_imports(pillar, APPLICATION)
     assert not bad, bad
 
 
@@ -53,13 +59,7 @@ FOUNDATION = ("parallel", "pairwise")
 
 @pytest.mark.parametrize("package", FOUNDATION)
 def test_foundation_imports_no_pillar_or_application_code(package):
-    above = APPLICATION + tuple(f"jaxbayes.{p}" for p in PILLARS)
-    bad = []
-    for path in sorted((PACKAGE / package).rglob("*.py")):
-        for module, names in imports(path):
-            targets = [module] + [f"{module}.{n}" for n in names]
-            if any(t == a or t.startswith(a + ".") for t in targets for a in above):
-                bad.append(f"{path.relative_to(PACKAGE)} imports {module}")
+    bad = forbidden_imports(package, APPLICATION + tuple(f"jaxbayes.{p}" for p in PILLARS))
     assert not bad, bad
 
 
