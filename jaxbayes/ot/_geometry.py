@@ -69,9 +69,7 @@ class Geometry:
     def dense_or_self(self) -> Geometry:
         """Materialise point clouds without ``chunk_size`` on one device (one cost matrix per solve), else
         ``self`` (sharded point clouds always reduce block by block through the pairwise engine)."""
-        if self.cost_matrix is None and self.chunk_size is None and pairwise.placement_of(self.x, self.y).is_local:
-            return self.materialize()
-        return self
+        return self.materialize() if self._dense_points() else self
 
     def transpose(self) -> Geometry:
         """The geometry of the transposed problem (``m`` sources, ``n`` targets)."""
@@ -113,9 +111,12 @@ class Geometry:
         chunk size); ``None`` when reductions go through the pairwise engine."""
         if self.cost_matrix is not None:
             return self.cost_matrix
-        if self.chunk_size is None and pairwise.placement_of(self.x, self.y).is_local:
-            return self.cost.pairwise(self.x, self.y)
-        return None
+        return self.cost.pairwise(self.x, self.y) if self._dense_points() else None
+
+    def _dense_points(self) -> bool:
+        """Point clouds on one device without a chunk size: reduced through one ``(n, m)`` cost matrix."""
+        return (self.cost_matrix is None and self.chunk_size is None
+                and pairwise.placement_of(self.x, self.y).is_local)
 
     def lse(self, h: Array, eps: Array, axis: int) -> Array:
         r"""Row (``axis=1``) or column (``axis=0``) log-sum-exp of :math:`h - C / \varepsilon`.
@@ -126,11 +127,8 @@ class Geometry:
         c = self._dense()
         if c is not None:
             return jax.nn.logsumexp(h[None, :] - (c if axis == 1 else c.T) / eps, axis=1)
-
-        def tile(e, ct, _, hc, mask):
-            return jax.nn.logsumexp(jnp.where(mask[None, :], hc[None, :] - ct / e, -jnp.inf), axis=1)
-
-        return self._reduce(tile, None, h, jnp.asarray(eps, h.dtype), axis, "logsumexp")
+        return pairwise.logsumexp(self.cost.pairwise, self.x, self.y, h, eps=eps, axis=axis,
+                                  chunk_size=self.chunk_size)
 
     def plan_apply(self, f: Array, g: Array, log_a: Array, log_b: Array, eps: Array, v: Array,
                    axis: int) -> Array:
