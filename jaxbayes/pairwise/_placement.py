@@ -20,6 +20,7 @@ from typing import Any
 import jax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
 
+from jaxbayes.parallel import is_explicit
 from jaxbayes.typing import Array
 
 AxisName = str | tuple[str, ...] | None
@@ -51,7 +52,7 @@ class Placement:
 
     @property
     def explicit(self) -> bool:
-        return self.mesh is not None and any(t == AxisType.Explicit for t in self.mesh.axis_types)
+        return self.mesh is not None and is_explicit(self.mesh)
 
     def spec(self, axis: AxisName, ndim: int) -> PartitionSpec:
         return PartitionSpec(axis, *([None] * (ndim - 1)))
