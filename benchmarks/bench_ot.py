@@ -12,6 +12,10 @@ SciPy as ``tol`` (L-BFGS-B ``ftol`` = ``gtol`` = 1e-6: it also stops on a relati
 1e-6), we stop on an L1 marginal error below 1e-6 or a stall. At n >= 1000 neither converges in 1000
 iterations (both reach about 0.161 on the n = 1000 case, our dual reaches 0.1653 after 2500 iterations), so
 ``objective_rel_diff`` there compares two unconverged trajectories, not two optima.
+
+Work models for the limit columns: a dense Sinkhorn iteration reads the stored ``n x n`` float32 kernel
+twice (``K v``, ``K^T u``): ``8 n^2`` bytes (ott-jax's log-domain pass reads its cost matrix twice, the same
+traffic); a sparse-OT dual iteration reads the float64 cost once: ``8 n^2`` bytes. Exact OT has no fixed work.
 """
 
 from __future__ import annotations
@@ -65,11 +69,14 @@ def _sinkhorn_rows(quick: bool) -> list[dict]:
         timed = time_interleaved({"ours": partial(ours, x, y, eps), "ott": partial(theirs, x, y, eps)},
                                  repeats=repeats)
         t, out = timed["ours"]
-        rows.append(record("sinkhorn", case, "jaxbayes", t, iterations=int(out.n_iters),
+        shape = dict(size=n, series=f"d={d} eps={rel}")
+        rows.append(record("sinkhorn", case, "jaxbayes", t, bytes_moved=8.0 * n * n * int(out.n_iters), **shape,
+                           iterations=int(out.n_iters),
                            converged=bool(out.converged), cost=float(out.cost), error=float(out.error),
                            transport_cost=float(out.transport_cost)))
         t, o = timed["ott"]
-        rows.append(record("sinkhorn", case, "ott-jax", t, iterations=int(o.n_iters), converged=bool(o.converged),
+        rows.append(record("sinkhorn", case, "ott-jax", t, bytes_moved=8.0 * n * n * int(o.n_iters), **shape,
+                           iterations=int(o.n_iters), converged=bool(o.converged),
                            cost=float(o.reg_ot_cost), cost_rel_diff=abs(float(o.reg_ot_cost) / float(out.cost) - 1)))
         if n <= (1000 if quick else 4000) and (not quick or (d == 2 and rel == 0.01)):
             import ot as pot
@@ -82,7 +89,7 @@ def _sinkhorn_rows(quick: bool) -> list[dict]:
                                                 warn=False)
 
             t, (plan, log) = time_fn(pot_solve, repeats=1, warmup=0)  # NumPy: nothing to warm up, and slow
-            rows.append(record("sinkhorn", case, "POT", t, iterations=int(log.get("niter", -1)),
+            rows.append(record("sinkhorn", case, "POT", t, **shape, iterations=int(log.get("niter", -1)),
                                transport_cost=float(np.sum(plan * c)),
                                note="POT log-domain (sinkhorn_log), float64 NumPy"))
     return rows
@@ -139,7 +146,8 @@ def _sparse_rows(quick: bool) -> list[dict]:
             cj = jnp.asarray(c)
             t, out = time_fn(solve, cj, repeats=1 if quick else 3)
             ours_val = float(out.cost)
-            rows.append(record("sparse_ot", f"n={n} k={k} dual", "jaxbayes", t, iterations=int(out.n_iters),
+            rows.append(record("sparse_ot", f"n={n} k={k} dual", "jaxbayes", t, size=n,
+                               bytes_moved=8.0 * n * n * int(out.n_iters), iterations=int(out.n_iters),
                                converged=bool(out.converged), stalled=bool(out.stalled),
                                objective=ours_val, marginal_error=float(out.marginal_error_a + out.marginal_error_b),
                                max_nnz_per_column=int((np.asarray(out.plan()) > 0).sum(0).max())))
@@ -152,7 +160,7 @@ def _sparse_rows(quick: bool) -> list[dict]:
 
         t, (plan, log) = time_fn(pot_solve, repeats=1, warmup=0)
         val = pot.smooth.dual_obj_grad(log["alpha"], log["beta"], a, a, c, pot.smooth.SparsityConstrained(k, gamma))[0]
-        rows.append(record("sparse_ot", f"n={n} k={k} dual", "POT", t, iterations=int(log["res"].nit),
+        rows.append(record("sparse_ot", f"n={n} k={k} dual", "POT", t, size=n, iterations=int(log["res"].nit),
                            objective=float(val), objective_rel_diff=abs(val / ours_val - 1),
                            note=f"ot.smooth.smooth_ot_dual, SciPy L-BFGS-B: {log['res'].message}"))
     return rows
@@ -171,13 +179,13 @@ def _exact_rows(quick: bool) -> list[dict]:
             t, out = time_fn(jax.jit(ot.exact_ot), jnp.asarray(c), repeats=1 if quick else 3)
         r, k = linear_sum_assignment(c)
         ref = float(c[r, k].mean())
-        rows.append(record("exact_ot", f"n={n}", "jaxbayes", t, iterations=int(out.n_iters),
+        rows.append(record("exact_ot", f"n={n}", "jaxbayes", t, size=n, iterations=int(out.n_iters),
                            converged=bool(out.converged), cost_abs_diff=abs(float(out.cost) - ref)))
         t, _ = time_fn(linear_sum_assignment, c, repeats=3, warmup=0)
-        rows.append(record("exact_ot", f"n={n}", "scipy", t, note="linear_sum_assignment"))
+        rows.append(record("exact_ot", f"n={n}", "scipy", t, size=n, note="linear_sum_assignment"))
         u = np.full(n, 1.0 / n)
         t, _ = time_fn(pot.emd2, u, u, c, repeats=3, warmup=0)
-        rows.append(record("exact_ot", f"n={n}", "POT", t, note="ot.emd2 (network simplex)"))
+        rows.append(record("exact_ot", f"n={n}", "POT", t, size=n, note="ot.emd2 (network simplex)"))
     return rows
 
 

@@ -245,6 +245,10 @@ def _overhead(quick):
 
     rows = []
     case = f"batch{batch}_steps{steps}_d{DIM}"
+    # work model: per sample and step the Gaussian score's d x d matvec (2 d^2 FLOP) and about 10 d for the
+    # drift, noise and update; the state (batch x d float32) stays in cache, so the limit is per-step latency,
+    # which the FLOP fraction makes visible
+    work = dict(flops=float(steps * batch * (2 * DIM**2 + 10 * DIM)))
     # Interleaved repeats (the machine is shared): each round times every implementation once.
     ode_fns = {"jaxbayes": ours_ode, "lax.scan": raw_ode, "diffrax": diffrax_ode, "score evals only": score_only}
     em_fns = {"jaxbayes": ours_em, "lax.scan": raw_em, "diffrax": diffrax_em}
@@ -253,21 +257,21 @@ def _overhead(quick):
     t_em = {name: t for name, (t, _) in time_interleaved({n: partial(f, key) for n, f in em_fns.items()},
                                                          repeats=7).items()}
     out_raw = raw_ode(x_T)
-    rows.append(record("sde_step_overhead", "pf_ode_euler_" + case, "jaxbayes", t_ode["jaxbayes"],
+    rows.append(record("sde_step_overhead", "pf_ode_euler_" + case, "jaxbayes", t_ode["jaxbayes"], **work,
                        ratio_vs_lax_scan=t_ode["jaxbayes"].median_s / t_ode["lax.scan"].median_s,
                        speedup_vs_diffrax=t_ode["diffrax"].median_s / t_ode["jaxbayes"].median_s,
                        max_abs_diff_vs_lax_scan=float(jnp.max(jnp.abs(ours_ode(x_T) - out_raw)))))
-    rows.append(record("sde_step_overhead", "pf_ode_euler_" + case, "lax.scan", t_ode["lax.scan"]))
-    rows.append(record("sde_step_overhead", "pf_ode_euler_" + case, "diffrax", t_ode["diffrax"],
+    rows.append(record("sde_step_overhead", "pf_ode_euler_" + case, "lax.scan", t_ode["lax.scan"], **work))
+    rows.append(record("sde_step_overhead", "pf_ode_euler_" + case, "diffrax", t_ode["diffrax"], **work,
                        max_abs_diff_vs_lax_scan=float(jnp.max(jnp.abs(diffrax_ode(x_T) - out_raw)))))
     rows.append(record("sde_step_overhead", "pf_ode_euler_" + case, "score evals only", t_ode["score evals only"],
                        note="lower bound for any Euler loop: the batched score evaluations alone"))
-    rows.append(record("sde_step_overhead", "euler_maruyama_" + case, "jaxbayes", t_em["jaxbayes"],
+    rows.append(record("sde_step_overhead", "euler_maruyama_" + case, "jaxbayes", t_em["jaxbayes"], **work,
                        ratio_vs_lax_scan=t_em["jaxbayes"].median_s / t_em["lax.scan"].median_s,
                        speedup_vs_diffrax=t_em["diffrax"].median_s / t_em["jaxbayes"].median_s,
                        note="per-sample keys, noise drawn 16 steps per fold_in; peers: one batched draw per step"))
-    rows.append(record("sde_step_overhead", "euler_maruyama_" + case, "lax.scan", t_em["lax.scan"]))
-    rows.append(record("sde_step_overhead", "euler_maruyama_" + case, "diffrax", t_em["diffrax"],
+    rows.append(record("sde_step_overhead", "euler_maruyama_" + case, "lax.scan", t_em["lax.scan"], **work))
+    rows.append(record("sde_step_overhead", "euler_maruyama_" + case, "diffrax", t_em["diffrax"], **work,
                        note="Euler on MultiTerm(ODETerm, ControlTerm) with UnsafeBrownianPath"))
     return rows
 

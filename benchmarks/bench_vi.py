@@ -80,8 +80,12 @@ def _to_meanfield(mean, scale):
     return MeanField(mean, jnp.log(scale))
 
 
-def _gaussian_cases(name, logp, numpyro_model, d, steps, lr, num_samples, repeats, evaluate, init_scale):
-    """Run the six impls (3 libraries x mean-field/full-rank) from the same initial q and return records."""
+def _gaussian_cases(name, logp, numpyro_model, d, steps, lr, num_samples, repeats, evaluate, init_scale, *, n_data,
+                    peak):
+    """Run the six impls (3 libraries x mean-field/full-rank) from the same initial q and return records.
+
+    Work model of one step (the limit columns): per Monte-Carlo draw the likelihood's ``X w`` and its
+    transpose in the gradient, ``4 N d`` FLOP; full rank adds ``L eps`` and its gradient, ``4 d^2``."""
     import blackjax
     import numpyro.optim
     from blackjax.vi.fullrank_vi import FRVIState, _unflatten_cholesky
@@ -94,6 +98,7 @@ def _gaussian_cases(name, logp, numpyro_model, d, steps, lr, num_samples, repeat
     rows = []
     x0 = jnp.zeros(d)
     for family in ("meanfield", "fullrank"):
+        work = dict(flops=num_samples * (4 * n_data * d + (4 * d * d if family == "fullrank" else 0)), peak=peak)
         alg = vi.gaussian_vi(logp, optax.adam(sched), family=family, num_samples=num_samples,
                              init_scale=init_scale)
         bj = (blackjax.meanfield_vi if family == "meanfield" else blackjax.fullrank_vi)(
@@ -112,11 +117,11 @@ def _gaussian_cases(name, logp, numpyro_model, d, steps, lr, num_samples, repeat
                                          "blackjax": (bj.step, bj_state), "numpyro": (np_step, np_state)},
                                         steps, repeats=repeats)
         t, st = timed["jaxbayes"]
-        rows.append(record(BENCH, f"{name}/{family}", "jaxbayes", t, steps=steps, **evaluate(st.q)))
+        rows.append(record(BENCH, f"{name}/{family}", "jaxbayes", t, steps=steps, **work, **evaluate(st.q)))
         t, st = timed["blackjax"]
         q = (_to_meanfield(st.mu, jnp.exp(st.rho)) if family == "meanfield"
              else _to_fullrank(st.mu, _unflatten_cholesky(st.chol_params, d)))
-        rows.append(record(BENCH, f"{name}/{family}", "blackjax", t, steps=steps, **evaluate(q)))
+        rows.append(record(BENCH, f"{name}/{family}", "blackjax", t, steps=steps, **work, **evaluate(q)))
         t, st = timed["numpyro"]
         params = svi.get_params(st)
         if family == "meanfield":
@@ -124,7 +129,7 @@ def _gaussian_cases(name, logp, numpyro_model, d, steps, lr, num_samples, repeat
         else:
             q = _to_fullrank(params["auto_loc"], params["auto_scale_tril"])
         impl = "numpyro-AutoNormal" if family == "meanfield" else "numpyro-AutoMultivariateNormal"
-        rows.append(record(BENCH, f"{name}/{family}", impl, t, steps=steps, **evaluate(q)))
+        rows.append(record(BENCH, f"{name}/{family}", impl, t, steps=steps, **work, **evaluate(q)))
     return rows
 
 
@@ -163,7 +168,7 @@ def conjugate(quick: bool) -> list[dict]:
 
     steps = 3000 if quick else 6000
     return _gaussian_cases("conjugate", logp, model, x.shape[1], steps, 1e-2, 4, 9 if quick else 15, evaluate,
-                           init_scale=0.1)
+                           init_scale=0.1, n_data=x.shape[0], peak="float64")
 
 
 def logistic(quick: bool) -> list[dict]:
@@ -194,7 +199,7 @@ def logistic(quick: bool) -> list[dict]:
 
     steps = 1000 if quick else 3000
     return _gaussian_cases("logistic", logp, model, x.shape[1], steps, 2e-2, 4, 9 if quick else 15, evaluate,
-                           init_scale=1.0)
+                           init_scale=1.0, n_data=x.shape[0], peak="float32")
 
 
 def bnn(quick: bool) -> list[dict]:
@@ -264,17 +269,22 @@ def bnn(quick: bool) -> list[dict]:
         "blackjax": (bj.step, bj.init(params0)),
         "numpyro": (step, st0)}, steps, repeats=3)
 
+    # work model of one full-batch step: a weight draw's forward pass is 2 N P FLOP (P weights), with its
+    # gradient 6 N P; local reparameterisation runs the mean and the variance matmuls, 12 N P
+    n_weights = sum(a * b for a, b in sizes)
+    sampled = dict(flops=6.0 * n * n_weights)
     t, st = timed["local"]
     probs = jax.jit(lambda s: alg.predict(jax.random.key(1), s, xt, num_samples=16, chunk_size=8))(st)
-    rows.append(record(BENCH, "bnn/meanfield", "jaxbayes", t, steps=steps, test_accuracy=accuracy(probs),
+    rows.append(record(BENCH, "bnn/meanfield", "jaxbayes", t, steps=steps, flops=12.0 * n * n_weights,
+                       test_accuracy=accuracy(probs),
                        note="local reparameterisation (per-example noise)"))
     t, st = timed["sample"]
     probs = jax.jit(lambda s: alg_s.predict(jax.random.key(1), s, xt, num_samples=16, chunk_size=8))(st)
-    rows.append(record(BENCH, "bnn/meanfield", "jaxbayes-weight-sampling", t, steps=steps,
+    rows.append(record(BENCH, "bnn/meanfield", "jaxbayes-weight-sampling", t, steps=steps, **sampled,
                        test_accuracy=accuracy(probs), note="method='sample' (one weight draw per step)"))
     t, st = timed["blackjax"]
     draws = bj.sample(jax.random.key(1), st, 16)
-    rows.append(record(BENCH, "bnn/meanfield", "blackjax", t, steps=steps,
+    rows.append(record(BENCH, "bnn/meanfield", "blackjax", t, steps=steps, **sampled,
                        test_accuracy=accuracy(jax.jit(mc_probs)(draws)),
                        note="default init: mu = flax init, sigma = exp(-2)"))
     t, st = timed["numpyro"]
@@ -293,7 +303,7 @@ def bnn(quick: bool) -> list[dict]:
         return jax.nn.softmax(h)
 
     probs = jnp.mean(jax.vmap(probs_from)({k: v for k, v in wdraws.items() if k[0] in "wb"}), axis=0)
-    rows.append(record(BENCH, "bnn/meanfield", "numpyro-AutoNormal", t, steps=steps,
+    rows.append(record(BENCH, "bnn/meanfield", "numpyro-AutoNormal", t, steps=steps, **sampled,
                        test_accuracy=accuracy(probs), note="defaults: init_to_median (zeros), init_scale 0.1"))
     return rows
 

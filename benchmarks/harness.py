@@ -6,6 +6,7 @@ same data. Absolute times on shared CPU machines are noisy; the ratios are what 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -98,14 +99,135 @@ def time_interleaved(calls: dict[str, Callable[[], Any]], *, repeats: int = 5) -
     return result
 
 
-def record(benchmark: str, case: str, impl: str, timing: Timing | None = None, **metrics: Any) -> dict:
-    """One row of results: what was run (benchmark, case), by whom (impl), how fast, and what it gave."""
+def record(benchmark: str, case: str, impl: str, timing: Timing | None = None, *, flops: float | None = None,
+           bytes_moved: float | None = None, peak: str = "float32", **metrics: Any) -> dict:
+    """One row of results: what was run (benchmark, case), by whom (impl), how fast, and what it gave.
+
+    ``flops`` / ``bytes_moved`` are the work of one timed call under the benchmark's stated model (e.g. ``n^3 /
+    3`` for a Cholesky, ``8 n m`` bytes per Sinkhorn iteration on a stored float32 kernel); with a timing they
+    add the achieved rate and its fraction of :func:`machine_limits` (``peak`` names the matmul rate: see
+    there), and ``limit_s``, the time the work would take at the limit. Give ``size`` (and ``series`` when a
+    benchmark has several curves) for the scaling plot."""
     row: dict[str, Any] = {"benchmark": benchmark, "case": case, "impl": impl}
     if timing is not None:
         row.update(time_s=timing.median_s, time_min_s=timing.min_s, time_max_s=timing.max_s,
                    compile_s=timing.compile_s, repeats=timing.repeats)
+        if flops is not None or bytes_moved is not None:
+            row.update(roofline(timing.median_s, flops=flops, bytes_moved=bytes_moved, peak=peak))
     row.update({k: _jsonable(v) for k, v in metrics.items()})
     return row
+
+
+# Vendor datasheet ceilings for accelerators we measure on (dense, no sparsity), shown beside the measured ones.
+NOMINAL = {"NVIDIA H200": {"copy_bytes_per_s": 4.8e12, "float32_highest": 67e12, "float32": 495e12,
+                           "bfloat16": 989e12, "float64": 67e12}}
+
+
+def _best_rate(fn: Callable, arg: Any, work: float, repeats: int) -> float:
+    timing, _ = time_fn(fn, arg, repeats=repeats)
+    return work / timing.min_s  # the least-disturbed run: load on a shared machine only slows
+
+
+@functools.cache
+def machine_limits() -> dict[str, Any]:
+    """This machine's ceilings, measured once per process: the memory bandwidth of a copy (a jitted ``2 * v``
+    over an array several times the last-level cache, in place; bytes read + written per second) and the matmul rate of
+    a square GEMM (``2 n^3`` FLOP) in float32 at JAX's default precision (TF32 on NVIDIA GPUs), float32 at
+    ``HIGHEST`` precision, float64, and bfloat16 on accelerators. ``nominal`` holds the vendor's figures where
+    the device is known (:data:`NOMINAL`). A benchmark's fractions are of the measured rates."""
+    import jax
+    import jax.numpy as jnp
+
+    accel = jax.default_backend() != "cpu"
+    size, n, repeats = (2**28, 8192, 10) if accel else (2**24, 1024, 3)
+    # the output reuses the input's buffer (donated): a fresh 64 MiB output on the CPU costs page faults
+    # that run at a tenth of the bandwidth, which no benchmark's steady-state loop pays
+    double = jax.jit(lambda u: 2 * u, donate_argnums=0)
+    v = _block(double(jnp.ones(size, jnp.float32)))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        v = _block(double(v))
+        times.append(time.perf_counter() - start)
+    limits: dict[str, Any] = {"copy_bytes_per_s": 8.0 * size / min(times)}
+    del v
+    dtypes = [("float32", jnp.float32, None), ("float32_highest", jnp.float32, jax.lax.Precision.HIGHEST),
+              ("float64", jnp.float64, None)] + ([("bfloat16", jnp.bfloat16, None)] if accel else [])
+    for label, dtype, precision in dtypes:
+        with jax.enable_x64(dtype == jnp.float64):
+            m = n // 2 if dtype == jnp.float64 else n
+            a = jax.random.normal(jax.random.key(0), (m, m), dtype)
+            gemm = jax.jit(lambda u, p=precision: jnp.matmul(u, u, precision=p))
+            limits[label] = _best_rate(gemm, a, 2.0 * m**3, repeats)
+    limits["device_kind"] = jax.devices()[0].device_kind
+    limits["nominal"] = NOMINAL.get(limits["device_kind"], {})
+    return limits
+
+
+def roofline(time_s: float, *, flops: float | None = None, bytes_moved: float | None = None,
+             peak: str = "float32") -> dict[str, float]:
+    """Achieved rates of one timed call and their fractions of :func:`machine_limits`; ``limit_s`` is the
+    larger of ``flops / peak rate`` and ``bytes_moved / bandwidth`` (the roofline time of that work)."""
+    lim = machine_limits()
+    out: dict[str, float] = {}
+    bounds = []
+    if flops is not None:
+        out.update(flops=flops, gflop_per_s=flops / time_s / 1e9, flop_fraction=flops / time_s / lim[peak])
+        bounds.append(flops / lim[peak])
+    if bytes_moved is not None:
+        bw = lim["copy_bytes_per_s"]
+        out.update(bytes_moved=bytes_moved, gb_per_s=bytes_moved / time_s / 1e9,
+                   bandwidth_fraction=bytes_moved / time_s / bw)
+        bounds.append(bytes_moved / bw)
+    out["limit_s"] = max(bounds)
+    return out
+
+
+def limits_table(limits: dict[str, Any]) -> str:
+    """The measured ceilings (and the vendor's, where known) as a Markdown table."""
+    rows = ["| limit | measured | nominal |", "|---|---|---|"]
+    for key, unit, scale in [("copy_bytes_per_s", "GB/s", 1e9), ("float32", "GFLOP/s", 1e9),
+                             ("float32_highest", "GFLOP/s", 1e9), ("float64", "GFLOP/s", 1e9),
+                             ("bfloat16", "GFLOP/s", 1e9)]:
+        if key in limits:
+            nominal = limits["nominal"].get(key)
+            rows.append(f"| {key.replace('_per_s', '')} ({unit}) | {limits[key] / scale:.4g} | "
+                        f"{'-' if nominal is None else f'{nominal / scale:.4g}'} |")
+    return "\n".join(rows)
+
+
+def plot_scaling(records: Sequence[dict], path: str | Path) -> Path | None:
+    """Time against problem size, one panel per benchmark whose rows carry ``size``: a line per implementation
+    (and ``series``), log-log, with jaxbayes's roofline time (``limit_s``) dashed. ``None`` if nothing to plot."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        if "size" in r and "time_s" in r:
+            groups.setdefault(r["benchmark"], []).append(r)
+    groups = {b: rows for b, rows in groups.items() if len({r["size"] for r in rows}) > 1}
+    if not groups:
+        return None
+    from jaxbayes.demos import plotting
+
+    fig, axes = plotting.figure(len(groups), 1, size=4.0)
+    for ax, (bench, rows) in zip(axes[0], groups.items(), strict=True):
+        lines: dict[tuple[str, str], list[dict]] = {}
+        for r in rows:
+            lines.setdefault((r["impl"], str(r.get("series", ""))), []).append(r)
+        for (impl, series), pts in lines.items():
+            pts = sorted(pts, key=lambda r: r["size"])
+            label = f"{impl} {series}".strip()
+            (line,) = ax.plot([r["size"] for r in pts], [r["time_s"] for r in pts], "o-", label=label)
+            if impl == REFERENCE and all("limit_s" in r for r in pts):
+                ax.plot([r["size"] for r in pts], [r["limit_s"] for r in pts], "--", color=line.get_color(),
+                        label=f"machine limit {series}".strip())
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("problem size n")
+        ax.set_ylabel("seconds per call (median)")
+        ax.set_title(bench, fontsize=9)
+        ax.legend(fontsize=6)
+    plotting.save(fig, path)
+    return Path(path)
 
 
 def _jsonable(v: Any) -> Any:

@@ -22,7 +22,14 @@ def available() -> list[str]:
 
 def run_suite(outdir: str | Path, *, only: Sequence[str] | None = None, quick: bool = False) -> Path:
     """Run the selected pillars' benchmarks and return the path of the Markdown summary."""
-    from benchmarks.harness import machine_info, markdown_table, save_results
+    from benchmarks.harness import (
+        limits_table,
+        machine_info,
+        machine_limits,
+        markdown_table,
+        plot_scaling,
+        save_results,
+    )
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -30,7 +37,10 @@ def run_suite(outdir: str | Path, *, only: Sequence[str] | None = None, quick: b
     sections = [f"# jaxbayes benchmarks ({'quick' if quick else 'full'})", "",
                 f"Machine: {machine_info()['platform']}, {machine_info()['cpu_count']} CPUs, "
                 f"backend {machine_info()['backend']} ({machine_info()['device_kind']}).", "",
-                "`vs jaxbayes` = peer time / jaxbayes time (above 1: jaxbayes is faster).", ""]
+                "`vs jaxbayes` = peer time / jaxbayes time (above 1: jaxbayes is faster). `*_fraction` = the "
+                "achieved rate over the limit measured below in the same run; `limit_s` = the case's work at "
+                "that limit (each benchmark's docstring states its work model).", "",
+                "## Machine limits (measured in this run)", "", limits_table(machine_limits()), ""]
     for pillar in pillars:
         print(f"[bench] {pillar} ...", file=sys.stderr, flush=True)
         start = time.perf_counter()
@@ -39,7 +49,9 @@ def run_suite(outdir: str | Path, *, only: Sequence[str] | None = None, quick: b
         pillar_dir.mkdir(parents=True, exist_ok=True)
         records = module.run(pillar_dir, quick=quick)
         elapsed = time.perf_counter() - start
-        save_results(outdir / f"{pillar}.json", records, pillar=pillar, quick=quick, wall_s=elapsed)
+        save_results(outdir / f"{pillar}.json", records, pillar=pillar, quick=quick, wall_s=elapsed,
+                     limits=machine_limits())
+        plot_scaling(records, pillar_dir / "scaling.png")
         figures = sorted(p.name for p in pillar_dir.glob("*.png"))
         sections += [f"## {pillar} ({elapsed:.0f} s)", "", markdown_table(records), ""]
         sections += [f"![{name}]({pillar}/{name})" for name in figures] + [""]

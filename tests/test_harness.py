@@ -65,3 +65,38 @@ def test_peer_protocol_round_trips_arrays(tmp_path):
     bad.write_text("raise SystemExit('peer broke')\n")
     with pytest.raises(RuntimeError, match="peer broke"):
         peer.run(bad, {"x": np.zeros(1)})
+
+
+def test_roofline_fractions_follow_from_the_limits(monkeypatch):
+    limits = {"copy_bytes_per_s": 10e9, "float32": 100e9, "float64": 50e9, "nominal": {}}
+    monkeypatch.setattr(harness, "machine_limits", lambda: limits)
+    r = harness.roofline(0.5, flops=20e9, bytes_moved=1e9)
+    assert r["gflop_per_s"] == pytest.approx(40.0) and r["flop_fraction"] == pytest.approx(0.4)
+    assert r["gb_per_s"] == pytest.approx(2.0) and r["bandwidth_fraction"] == pytest.approx(0.2)
+    assert r["limit_s"] == pytest.approx(max(20e9 / 100e9, 1e9 / 10e9))
+    row = harness.record("gp", "n=8", "jaxbayes", harness.Timing(0.0, 2.0, 2.0, 2.0, 1), flops=50e9, peak="float64",
+                         size=8)
+    assert row["flop_fraction"] == pytest.approx(0.5) and row["limit_s"] == pytest.approx(1.0) and row["size"] == 8
+    assert "flops" not in harness.record("gp", "n=8", "jaxbayes", None, flops=1.0)  # no timing: no rates
+
+
+def test_machine_limits_are_consistent_with_a_timed_gemm():
+    import jax
+
+    lim = harness.machine_limits()
+    assert lim["copy_bytes_per_s"] > 1e8 and lim["float32"] > 1e8 and lim["float64"] > 1e8
+    a = jnp.ones((512, 512), jnp.float32)
+    t, _ = harness.time_fn(jax.jit(lambda u: u @ u), a, repeats=3)
+    assert 2 * 512**3 / t.min_s < 3 * lim["float32"]  # a GEMM cannot beat the measured GEMM ceiling by far
+    table = harness.limits_table(lim)
+    assert "| copy_bytes (GB/s) |" in table and "| float64 (GFLOP/s) |" in table
+
+
+def test_scaling_plot_draws_sizes_and_the_limit(tmp_path):
+    t = lambda s: harness.Timing(0.0, s, s, s, 1)
+    rows = [harness.record("chol", f"n={n}", impl, t(n * k), size=n, limit_s=n * 0.1)
+            for n in (10, 20, 40) for impl, k in (("jaxbayes", 1e-3), ("peer", 2e-3))]
+    rows.append(harness.record("single", "n=1", "jaxbayes", t(1.0), size=1))  # one size: no panel
+    path = harness.plot_scaling(rows, tmp_path / "scaling.png")
+    assert path.is_file() and path.stat().st_size > 1000
+    assert harness.plot_scaling(rows[-1:], tmp_path / "none.png") is None
