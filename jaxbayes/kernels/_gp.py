@@ -36,6 +36,7 @@ from jaxbayes._deprecation import renamed_arguments
 from jaxbayes.base import fit, optimizer_algorithm
 from jaxbayes.kernels._bbmm import OperatorConditioned, condition_operator, lml_and_stderr, predict_operator
 from jaxbayes.kernels._common import check_square_matrix, check_targets
+from jaxbayes.kernels._distrax import gaussian_predictive
 from jaxbayes.kernels._linalg import cg_solve, jittered_cholesky
 from jaxbayes.kernels._operator import CrossOperator, KernelOperator
 from jaxbayes.kernels._solvers import CG, GPConditioned, GPSolver, as_solver
@@ -73,6 +74,11 @@ class GPPosterior(_GPPosteriorFields):
                           "GPPosterior.var; cov is None then", DeprecationWarning, stacklevel=2)
             return self.var
         return cov
+
+    def to_distrax(self):
+        """The predictive as a distrax distribution: ``MultivariateNormalTri`` with ``full_cov=True``, the
+        marginal ``Normal`` otherwise (see :mod:`jaxbayes.kernels._distrax`)."""
+        return gaussian_predictive(self.mean, tuple.__getitem__(self, 1), self.var)
 
 
 class FitResult(NamedTuple):

@@ -47,6 +47,7 @@ from jaxbayes.kernels._common import (
     check_targets,
     normalised_weights,
 )
+from jaxbayes.kernels._distrax import student_t_predictive
 from jaxbayes.kernels._gp import fit_hyperparameters
 from jaxbayes.kernels._linalg import jittered_cholesky
 from jaxbayes.kernels._operator import CrossOperator, KernelOperator
@@ -77,6 +78,12 @@ class StudentTPosterior(NamedTuple):
     beta: Array
     ok: Array
     jitter: Array
+
+    def to_distrax(self):
+        """The predictive as a distribution: TFP's ``MultivariateStudentTLinearOperator`` (full scale) or the
+        marginal ``StudentT`` (diagonal), wrapped by ``distrax.as_distribution`` (see
+        :mod:`jaxbayes.kernels._distrax`)."""
+        return student_t_predictive(self.mean, self.scale, self.df)
 
 
 class ScaleMixturePosterior(NamedTuple):

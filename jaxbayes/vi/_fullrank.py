@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from jaxbayes._checks import check_positive
 from jaxbayes.typing import Array, ArrayLike, PRNGKey, PyTree
+from jaxbayes.vi._distrax import gaussian_to_distrax
 from jaxbayes.vi._family import VariationalFamily
 from jaxbayes.vi._gaussian import (
     LOG2PI,
@@ -49,6 +50,7 @@ class FullRankNormal(NamedTuple):
     kl_normal = gaussian_kl_normal
     kl_mvn = gaussian_kl_mvn
     flat_mean = gaussian_flat_mean
+    to_distrax = gaussian_to_distrax
 
     def cholesky(self) -> Array:
         """The lower-triangular factor ``L``."""

@@ -115,8 +115,13 @@ def gaussian_kl_mvn(self, mean: ArrayLike, cov: ArrayLike) -> Array:
 
 def gaussian_kl(self, other: Any) -> Array:
     """Closed-form ``KL(q || other)``: ``other`` is a diagonal prior (anything with ``mean`` and ``scale``
-    fields, e.g. :class:`jaxbayes.vi.GaussianPrior`) or another Gaussian distribution over the same parameters
-    (anything with ``flat_mean()`` and ``covariance()``)."""
+    fields, e.g. :class:`jaxbayes.vi.GaussianPrior`), another Gaussian distribution over the same parameters
+    (anything with ``flat_mean()`` and ``covariance()``), or a distrax Gaussian over the flattened parameters
+    (event shape ``(d,)``; see :mod:`jaxbayes.vi._distrax`)."""
+    from jaxbayes.vi._distrax import is_distribution, kl_to_distribution
+
+    if is_distribution(other):
+        return kl_to_distribution(self, other)
     if hasattr(other, "covariance") and hasattr(other, "flat_mean"):
         return self.kl_mvn(other.flat_mean(), other.covariance())
     if hasattr(other, "mean") and hasattr(other, "scale"):
