@@ -14,6 +14,10 @@ With ``Khat = K + s I`` (``s`` the noise variance, > 0) and only products ``K @ 
 * **Log determinant** by stochastic Lanczos quadrature: ``log|Khat| = log|P| + log|P^{-1} Khat|`` with
   ``log|P^{-1} Khat| ~ (1/t) sum_i (z_i^T P^{-1} z_i) e_1^T log(T_i) e_1`` (unbiased up to the quadrature
   error; ``P^{-1/2} z_i ~ N(0, I)``), and its Monte-Carlo standard error from the spread of the ``t`` terms.
+  The quadrature error is a bias of one sign (Gauss overestimates ``int log``) that the standard error does
+  not cover, and its nodes are the probe column's CG iterations: with a good preconditioner a loose ``tol``
+  stops after 2-3 of them. So the probe columns run at least ``CG.min_lanczos_iterations`` steps (or to the
+  rounding level, where the Krylov space is exhausted) whatever ``tol``; ``y``'s column stops at ``tol``.
 * **Gradient** (custom VJP, no differentiation through the loop): for any leaf ``theta`` of the operator and
   the noise, ``d lml = 1/2 alpha^T dKhat alpha - 1/2 tr(Khat^{-1} dKhat)`` with the trace by the same probes
   (``u_i = Khat^{-1} z_i``, ``w_i = P^{-1} z_i``): GPyTorch's ``(1/t) sum_i u_i^T dKhat w_i`` (unbiased since
@@ -32,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbayes._checks import check_ndim, check_positive
+from jaxbayes.kernels._lanczos import PCGResult, lanczos_quadrature, pcg
 from jaxbayes.kernels._operator import KernelOperator
 from jaxbayes.kernels._solvers import CG
 from jaxbayes.parallel import unshard
@@ -110,90 +115,6 @@ def preconditioner_from_factor(factor: Array, noise: Array) -> Preconditioner:
     inner = noise * jnp.eye(factor.shape[1], dtype=factor.dtype) + factor.T @ factor
     chol = jnp.linalg.cholesky(inner) if factor.shape[1] else inner
     return Preconditioner(factor, noise, chol)
-
-
-class PCGResult(NamedTuple):
-    """Batched preconditioned CG for ``A X = B``, column by column.
-
-    Attributes:
-      x: ``(n, c)`` solutions. n_iters: ``(c,)`` iterations per column. error: ``(c,)`` relative residuals.
-      converged: ``(c,)`` ``error <= tol``. alphas, betas: ``(J, c)`` CG step sizes and ratios of the first
-        ``J`` iterations (zero past a column's count). rz0: ``(c,)`` ``b^T M^{-1} b``.
-    """
-
-    x: Array
-    n_iters: Array
-    error: Array
-    converged: Array
-    alphas: Array
-    betas: Array
-    rz0: Array
-
-
-def pcg(matvec, b: Array, precond=None, *, tol: float = 1e-6, max_iterations: int = 1000,
-        lanczos_size: int = 100) -> PCGResult:
-    """Preconditioned CG on all columns of ``b`` at once (one ``matvec`` per iteration); a column stops
-    updating once its relative residual is ``<= tol``.
-
-    Example:
-      >>> import jax.numpy as jnp
-      >>> r = pcg(lambda v: jnp.array([[4.0, 1.0], [1.0, 3.0]]) @ v, jnp.array([[1.0], [2.0]]))
-      >>> [round(v, 4) for v in r.x[:, 0].tolist()], r.n_iters.tolist()
-      ([0.0909, 0.6364], [2])
-    """
-    b = jnp.asarray(b)
-    mv, pc = matvec, ((lambda v: v) if precond is None else precond)
-    matvec = lambda v: mv(v).astype(b.dtype)  # noqa: E731 - the loop state keeps b's dtype
-    precond = lambda v: pc(v).astype(b.dtype)  # noqa: E731
-    j_size = max(1, min(lanczos_size, max_iterations))
-    c = b.shape[1]
-    bnorm = jnp.linalg.norm(b, axis=0)
-    bnorm = jnp.where(bnorm > 0, bnorm, 1.0)
-    z0 = precond(b)
-    rz0 = jnp.sum(b * z0, 0)
-
-    def cond(s):
-        return (s["it"] < max_iterations) & jnp.any(s["active"])
-
-    def body(s):
-        act = s["active"]
-        ap = matvec(s["p"])
-        pap = jnp.sum(s["p"] * ap, 0)
-        a = jnp.where(act & (pap > 0), s["rz"] / jnp.where(pap > 0, pap, 1.0), 0.0)
-        x = s["x"] + a * s["p"]
-        r = s["r"] - a * ap
-        z = precond(r)
-        rz_new = jnp.sum(r * z, 0)
-        beta = jnp.where(act & (s["rz"] > 0), rz_new / jnp.where(s["rz"] > 0, s["rz"], 1.0), 0.0)
-        p = jnp.where(act, z + beta * s["p"], s["p"])
-        done = jnp.linalg.norm(r, axis=0) / bnorm <= tol
-        return dict(x=x, r=r, p=p, rz=jnp.where(act, rz_new, s["rz"]), it=s["it"] + 1,
-                    active=act & ~done, count=s["count"] + act,
-                    alphas=s["alphas"].at[s["it"]].set(a, mode="drop"),
-                    betas=s["betas"].at[s["it"]].set(beta, mode="drop"))
-
-    done0 = jnp.linalg.norm(b, axis=0) / bnorm <= tol
-    s0 = dict(x=jnp.zeros_like(b), r=b, p=z0, rz=rz0, it=jnp.asarray(0), active=~done0,
-              count=jnp.zeros(c, jnp.int32), alphas=jnp.zeros((j_size, c), b.dtype),
-              betas=jnp.zeros((j_size, c), b.dtype))
-    s = jax.lax.while_loop(cond, body, s0)
-    err = jnp.linalg.norm(b - matvec(s["x"]), axis=0) / bnorm
-    return PCGResult(s["x"], s["count"], err, err <= tol, s["alphas"], s["betas"], rz0)
-
-
-def lanczos_quadrature(alphas: Array, betas: Array, counts: Array) -> Array:
-    """``e_1^T log(T) e_1`` per column, ``T`` the Lanczos tridiagonal from CG coefficients (module docstring);
-    rows past a column's count are decoupled with ``T_jj = 1`` (``log 1 = 0``), so they add nothing."""
-    j_size = alphas.shape[0]
-    m = jnp.minimum(counts, j_size)
-    j = jnp.arange(j_size)[:, None]
-    inv_a = jnp.where(j < m, 1.0 / jnp.where(alphas != 0, alphas, 1.0), 0.0)
-    prev = jnp.concatenate([jnp.zeros_like(betas[:1]), (betas * inv_a)[:-1]], 0)
-    diag = jnp.where(j < m, inv_a + prev, 1.0)
-    off = jnp.where(j + 1 < m, jnp.sqrt(jnp.maximum(betas, 0.0)) * inv_a, 0.0)[:-1]
-    t = jax.vmap(lambda dg, of: jnp.diag(dg) + jnp.diag(of, 1) + jnp.diag(of, -1), in_axes=1)(diag, off)
-    w, u = jnp.linalg.eigh(t)
-    return jnp.sum(u[:, 0, :] ** 2 * jnp.log(jnp.maximum(w, jnp.finfo(w.dtype).tiny)), -1)
 
 
 class LMLEstimate(NamedTuple):
@@ -314,8 +235,11 @@ def quad_and_logdet(op: KernelOperator, y_train: ArrayLike, *, noise: ArrayLike,
     pre = make_preconditioner(op_s, noise_s, solver.preconditioner_rank)
     t = solver.num_probes
     z = pre.sample(key, t).astype(y2.dtype)
+    # the probes' Lanczos depth (quadrature nodes) is not the solve's: y stops at tol, a probe runs on to depth
+    depth = min(solver.min_lanczos_iterations, solver.lanczos_iterations, n)
     res = pcg(_khat(op_s, noise_s), jnp.concatenate([jax.lax.stop_gradient(y2), z], 1), pre.solve,
-              tol=solver.tol, max_iterations=_cap(solver.max_iterations, n), lanczos_size=solver.lanczos_iterations)
+              tol=solver.tol, max_iterations=_cap(solver.max_iterations, n), lanczos_size=solver.lanczos_iterations,
+              min_iterations=jnp.array([0] * k + [depth] * t))
     terms = res.rz0[k:] * lanczos_quadrature(res.alphas[:, k:], res.betas[:, k:], res.n_iters[k:])
     logdet = pre.logdet() + jnp.mean(terms)
     logdet_se = jnp.std(terms, ddof=1) / jnp.sqrt(t) if t > 1 else jnp.asarray(jnp.nan, y2.dtype)
@@ -335,7 +259,7 @@ def lml_and_stderr(op: KernelOperator, y_train: ArrayLike, *, noise: ArrayLike, 
     Args:
       op: the kernel operator. y_train: ``(n,)`` or ``(n, k)``. noise: noise variance (> 0).
       solver: a :class:`~jaxbayes.kernels.CG` (``tol``, ``max_iterations``, ``preconditioner_rank``,
-        ``num_probes``, ``lanczos_iterations``); ``None``: ``CG()``.
+        ``num_probes``, ``lanczos_iterations``, ``min_lanczos_iterations``); ``None``: ``CG()``.
       key: PRNG key of the probes (use a fresh one per optimisation step for unbiased gradients).
 
     Example:
