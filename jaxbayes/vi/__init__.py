@@ -2,11 +2,12 @@
 optimiser, Bayesian neural networks, sparse subspace VI (SSVI), Laplace (MAP, full / diagonal / KFAC / last-layer
 curvature, log evidence, prior tuning, predictives) and Fisher merging.
 
-Families (``MeanField()``, ``LowRank(rank=)``, ``FullRank()``) build the distributions ``MeanFieldNormal``,
-``LowRankNormal``, ``FullRankNormal``; objectives are ``ELBO()`` and ``Renyi(alpha=)``. Every algorithm is a
-:class:`jaxbayes.base.Algorithm` (``init(key, ...)``, ``step(key, state, batch)``); ``fit``, ``minibatch``,
-``guarded_update`` and ``raise_if_nonfinite`` are :mod:`jaxbayes.base`'s, re-exported here. Metrics for
-probabilistic classifiers live in :mod:`jaxbayes.vi.metrics`.
+Families (``MeanField()``, ``LowRank(rank=)``, ``FullRank()``, ``Flow()``) build the distributions
+``MeanFieldNormal``, ``LowRankNormal``, ``FullRankNormal``, ``FlowNormal`` (each with ``to_distrax()``);
+objectives are ``ELBO()`` and ``Renyi(alpha=)``. Every algorithm is a :class:`jaxbayes.base.Algorithm`
+(``init(key, ...)``, ``step(key, state, batch)``); ``fit``, ``minibatch``, ``guarded_update`` and
+``raise_if_nonfinite`` are :mod:`jaxbayes.base`'s, re-exported here. Metrics for probabilistic classifiers
+live in :mod:`jaxbayes.vi.metrics`.
 """
 
 from jaxbayes.base import fit as fit
@@ -29,10 +30,13 @@ from jaxbayes.vi._elbo import ELBO as ELBO
 from jaxbayes.vi._families import FAMILIES as FAMILIES
 from jaxbayes.vi._families import as_family as as_family
 from jaxbayes.vi._family import VariationalFamily as VariationalFamily
+from jaxbayes.vi._flow import Flow as Flow
+from jaxbayes.vi._flow import FlowNormal as FlowNormal
 from jaxbayes.vi._fullrank import FullRank as FullRank
 from jaxbayes.vi._fullrank import FullRankNormal as FullRankNormal
 from jaxbayes.vi._fullrank import fullrank_init as fullrank_init
 from jaxbayes.vi._gaussian_vi import VIAlgorithm as VIAlgorithm
+from jaxbayes.vi._gaussian_vi import flow_vi as flow_vi
 from jaxbayes.vi._gaussian_vi import fullrank_vi as fullrank_vi
 from jaxbayes.vi._gaussian_vi import gaussian_vi as gaussian_vi
 from jaxbayes.vi._gaussian_vi import gaussian_vi_objective as gaussian_vi_objective
@@ -97,6 +101,8 @@ __all__ = [
     "ELBO",
     "FAMILIES",
     "FullCurvature",
+    "Flow",
+    "FlowNormal",
     "FullRank",
     "FullRankNormal",
     "GaussianPrior",
@@ -143,6 +149,7 @@ __all__ = [
     "fit",
     "folded_normal_moments",
     "fullrank_init",
+    "flow_vi",
     "fullrank_vi",
     "gaussian_vi",
     "gaussian_vi_objective",

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbayes.typing import Array, ArrayLike, Family, PyTree
-from jaxbayes.vi._objective import Objective, ObjectiveTerms
+from jaxbayes.vi._objective import Objective, ObjectiveTerms, prior_log_prob
 from jaxbayes.vi._prior import GaussianPrior
 
 
@@ -33,7 +33,8 @@ class ELBO(Objective):
     """The ELBO ``E_q[ell] / T - beta KL(q || p_0)`` (see the module docstring).
 
     Attributes:
-      stl: sticking-the-landing gradient (on by default).
+      stl: sticking-the-landing gradient (on by default; families whose sampler returns ``log q``, i.e. flows,
+        take the plain reparameterisation gradient through it).
 
     Example:
       >>> import jax, jax.numpy as jnp
@@ -47,16 +48,17 @@ class ELBO(Objective):
     stl: bool = True
 
     def from_draws(self, q: Family, thetas: PyTree, ell: Array, *, prior: Any, kl_weight: ArrayLike,
-                   temperature: ArrayLike) -> ObjectiveTerms:
+                   temperature: ArrayLike, log_q: Array | None = None) -> ObjectiveTerms:
         q_const = jax.lax.stop_gradient(q)
-        if isinstance(prior, GaussianPrior):
+        if isinstance(prior, GaussianPrior) and hasattr(q, "kl_normal"):
             kl = q.kl_normal(prior.mean, prior.scale)
-        else:
-            log_q = jax.vmap((q_const if self.stl else q).log_prob)(thetas)
+        else:  # Monte Carlo (also for families without a closed-form KL or entropy, e.g. flows)
+            if log_q is None:
+                log_q = jax.vmap((q_const if self.stl else q).log_prob)(thetas)
             if prior is None:
-                kl = jnp.mean(log_q) if self.stl else -q.entropy()
+                kl = -q.entropy() if not self.stl and hasattr(q, "entropy") else jnp.mean(log_q)
             else:
-                kl = jnp.mean(log_q - jax.vmap(prior)(thetas))
+                kl = jnp.mean(log_q - jax.vmap(prior_log_prob(prior))(thetas))
         exp_ll = jnp.mean(ell)
         return ObjectiveTerms(exp_ll / temperature - kl_weight * kl, exp_ll, kl)
 

@@ -2,27 +2,30 @@
 
 * :class:`jaxbayes.vi.MeanField` builds ``N(m, diag(s^2))`` (:class:`jaxbayes.vi.MeanFieldNormal`);
 * :class:`jaxbayes.vi.LowRank` builds ``N(m, D^2 + F F^T)`` (:class:`jaxbayes.vi.LowRankNormal`);
-* :class:`jaxbayes.vi.FullRank` builds ``N(m, L L^T)`` (:class:`jaxbayes.vi.FullRankNormal`).
+* :class:`jaxbayes.vi.FullRank` builds ``N(m, L L^T)`` (:class:`jaxbayes.vi.FullRankNormal`);
+* :class:`jaxbayes.vi.Flow` builds a spline-coupling normalizing flow (:class:`jaxbayes.vi.FlowNormal`).
 
-The strings ``"meanfield"``, ``"lowrank"`` and ``"fullrank"`` are shorthands; a new family is a
+The strings ``"meanfield"``, ``"lowrank"``, ``"fullrank"`` and ``"flow"`` are shorthands; a new family is a
 :class:`jaxbayes.vi.VariationalFamily` subclass in its own file, passed as an object.
 """
 
 from __future__ import annotations
 
 from jaxbayes.vi._family import VariationalFamily
+from jaxbayes.vi._flow import Flow
 from jaxbayes.vi._fullrank import FullRank
 from jaxbayes.vi._lowrank import LowRank
 from jaxbayes.vi._meanfield import MeanField
 
-FAMILIES: dict[str, type[VariationalFamily]] = {"meanfield": MeanField, "lowrank": LowRank, "fullrank": FullRank}
+FAMILIES: dict[str, type[VariationalFamily]] = {"meanfield": MeanField, "lowrank": LowRank, "fullrank": FullRank,
+                                                "flow": Flow}
 
 
 def as_family(family: str | VariationalFamily, *, rank: int | None = None) -> VariationalFamily:
     """Turn ``family`` into a :class:`VariationalFamily` object.
 
     Args:
-      family: ``"meanfield"``, ``"lowrank"``, ``"fullrank"`` or a family object (returned as is).
+      family: ``"meanfield"``, ``"lowrank"``, ``"fullrank"``, ``"flow"`` or a family object (returned as is).
       rank: the low-rank factor's rank for ``"lowrank"`` (default 1; ignored by the other names); a family
         object carries its own.
 

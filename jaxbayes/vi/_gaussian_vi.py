@@ -34,6 +34,7 @@ from jaxbayes.base import NAN_POLICIES
 from jaxbayes.typing import ArrayLike, LogDensityFn, PRNGKey, PyTree
 from jaxbayes.vi._families import as_family
 from jaxbayes.vi._family import VariationalFamily
+from jaxbayes.vi._flow import Flow
 from jaxbayes.vi._objective import Objective
 from jaxbayes.vi._objectives import as_objective
 from jaxbayes.vi._prior import GaussianPrior
@@ -220,5 +221,20 @@ def fullrank_vi(logdensity_fn: LogDensityFn, optimizer: optax.GradientTransforma
     return gaussian_vi(logdensity_fn, optimizer, family="fullrank", **options)
 
 
-__all__ = ["VIAlgorithm", "check_initial_density", "check_position", "fullrank_vi", "gaussian_vi",
+def flow_vi(logdensity_fn: LogDensityFn, optimizer: optax.GradientTransformation, *, num_layers: int = 4,
+            num_bins: int = 8, hidden_sizes: tuple[int, ...] = (32, 32), **options) -> VIAlgorithm:
+    """Normalizing-flow VI: :func:`gaussian_vi` with ``family=Flow(...)`` (spline couplings from distrax,
+    :class:`jaxbayes.vi.Flow`), same keyword options; ``q`` starts as ``N(position, init_scale^2 I)``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> alg = flow_vi(lambda t: -0.5 * jnp.sum(t**2), optax.adam(1e-2), num_layers=2)
+      >>> alg.sample(jax.random.key(1), alg.init(jax.random.key(0), jnp.zeros(2)), 3).shape
+      (3, 2)
+    """
+    family = Flow(num_layers=num_layers, num_bins=num_bins, hidden_sizes=tuple(hidden_sizes))
+    return gaussian_vi(logdensity_fn, optimizer, family=family, **options)
+
+
+__all__ = ["VIAlgorithm", "check_initial_density", "check_position", "flow_vi", "fullrank_vi", "gaussian_vi",
            "gaussian_vi_objective", "lowrank_vi", "meanfield_vi"]

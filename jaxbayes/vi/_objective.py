@@ -94,14 +94,20 @@ class Objective:
             num_data = check_int_range("num_data", num_data, 1)
             if batch is None:
                 raise ValueError("num_data is set, so step/objective needs a minibatch `batch`")
-        thetas = q.sample(key, num_samples)
+        extra = {}
+        if hasattr(q, "sample_and_log_prob"):  # flows: log q from the forward pass, no inverse needed
+            thetas, extra["log_q"] = q.sample_and_log_prob(key, num_samples)
+        else:
+            thetas = q.sample(key, num_samples)
         ell = jax.vmap(lambda t: scaled_loglik(logdensity_fn, t, batch, num_data))(thetas)
-        return self.from_draws(q, thetas, ell, prior=prior, kl_weight=kl_weight, temperature=temperature)
+        return self.from_draws(q, thetas, ell, prior=prior, kl_weight=kl_weight, temperature=temperature, **extra)
 
     def from_draws(self, q: Family, thetas: PyTree, ell: Array, *, prior: Any, kl_weight: ArrayLike,
-                   temperature: ArrayLike) -> ObjectiveTerms:
+                   temperature: ArrayLike, log_q: Array | None = None) -> ObjectiveTerms:
         """Combine the draws ``thetas`` (leading axis ``num_samples``) and their log-likelihoods ``ell`` into
-        :class:`ObjectiveTerms` (differentiable with respect to ``q``)."""
+        :class:`ObjectiveTerms` (differentiable with respect to ``q``). ``log_q`` (passed only for families
+        with ``sample_and_log_prob``, e.g. flows) is the draws' ``log q`` from the sampler's forward pass, to be
+        used instead of ``q.log_prob(thetas)``."""
         raise NotImplementedError
 
 

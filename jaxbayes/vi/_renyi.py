@@ -45,10 +45,10 @@ class Renyi(Objective):
             raise ValueError(f"alpha must be in [0, 1), got {float(a)}")
 
     def from_draws(self, q: Family, thetas: PyTree, ell: Array, *, prior: Any, kl_weight: ArrayLike,
-                   temperature: ArrayLike) -> ObjectiveTerms:
+                   temperature: ArrayLike, log_q: Array | None = None) -> ObjectiveTerms:
         a = jnp.asarray(self.alpha)
         num_samples = ell.shape[0]
-        log_q = jax.vmap(q.log_prob)(thetas)
+        log_q = jax.vmap(q.log_prob)(thetas) if log_q is None else log_q
         log_p0 = jnp.zeros_like(log_q) if prior is None else jax.vmap(prior_log_prob(prior))(thetas)
         log_w = ell / temperature + kl_weight * (log_p0 - log_q)
         scaled = (1.0 - a) * log_w
