@@ -3,8 +3,8 @@
     python -m benchmarks.accelerator --out DIR [--budget-s 480] [--small]
 
 Sections, each timed against its peer in the same process where one is installed, each a ``try`` of its own
-(an error is a row, the run goes on), each skipped once ``--budget-s`` is spent; finished sections are appended
-to ``DIR/progress.jsonl`` as they come, so a killed run keeps them:
+(an error is a row, the run goes on), each skipped once ``--budget-s`` is spent; every finished section is
+appended to ``DIR/progress.jsonl`` as it comes, so a killed run keeps it:
 
 1. the machine's limits (:func:`benchmarks.harness.machine_limits`: copy bandwidth, GEMM rates) and the
    pairwise engine's (exponentials per second, :func:`benchmarks.bench_pairwise._limits`);
@@ -57,19 +57,17 @@ def _limit_rows() -> list[dict]:
                    exp_per_s=exp["exp_per_s"], device_kind=lim["device_kind"])]
 
 
-def _pillar_rows() -> list[dict]:
+def _pillar_sections() -> list[tuple[str, Callable[[], list[dict]]]]:
     from benchmarks import bench_kernels, bench_ot, bench_sde, bench_vi
 
-    rows = []
-    for name, fn in [("ot sinkhorn", lambda: bench_ot._sinkhorn_rows(True)),
-                     ("ot sparse", lambda: bench_ot._sparse_rows(True)),
-                     ("ot exact", lambda: bench_ot._exact_rows(True)),
-                     ("kernels gp", lambda: bench_kernels._gp_rows(False)),
-                     ("vi", lambda: bench_vi.conjugate(True) + bench_vi.logistic(True) + bench_vi.bnn(True)),
-                     ("sde overhead", lambda: bench_sde._overhead(True)),
-                     ("sde likelihood", lambda: bench_sde._likelihood(True))]:
-        rows += _guarded(name, fn)
-    return rows
+    return [("ot sinkhorn", lambda: bench_ot._sinkhorn_rows(True)),
+            ("ot sparse", lambda: bench_ot._sparse_rows(True)),
+            ("ot exact", lambda: bench_ot._exact_rows(True)),
+            ("kernels gp", lambda: bench_kernels._gp_rows(False)),
+            ("vi", lambda: bench_vi.conjugate(True) + bench_vi.logistic(True) + bench_vi.bnn(True)
+             + bench_vi.flows(True)),
+            ("sde overhead", lambda: bench_sde._overhead(True)),
+            ("sde likelihood", lambda: bench_sde._likelihood(True))]
 
 
 def _dense_sinkhorn_rows(sizes: tuple[int, ...], iterations: int = 100) -> list[dict]:
@@ -160,7 +158,7 @@ def main(argv: list[str] | None = None) -> pathlib.Path:
                    ((100_000, 2, 4096), (100_000, 64, 4096), (1_000_000, 2, 8192), (1_000_000, 64, 8192)),
                    ott_max_n=100_000)),
                ("cg gp", lambda: _cg_gp_rows(100_000, 20_000))]
-    sections = [("limits", _limit_rows), ("pillars", _pillar_rows), *big]
+    sections = [("limits", _limit_rows), *_pillar_sections(), *big]
     start, rows = time.perf_counter(), []
     for name, fn in sections:
         if time.perf_counter() - start > args.budget_s:
