@@ -1,5 +1,8 @@
 """distrax views of the variational Gaussians: ``q.to_distrax()``, and KL against distrax Gaussians.
 
+Each distribution class has its ``to_distrax`` method; this module holds the low-rank scale factorisation
+and the KL against a distrax distribution that they share.
+
 The view is a distribution over the **flattened** parameters (``ravel_pytree`` order, event shape ``(d,)``),
 with distrax's ``sample``, ``log_prob``, ``entropy``, ``mean``, ``covariance`` and ``kl_divergence``:
 
@@ -40,28 +43,6 @@ def lowrank_scale_factors(log_diag: Array, factor: Array) -> tuple[Array, Array,
     return d, factor @ m, g
 
 
-def gaussian_to_distrax(self) -> Any:
-    """This Gaussian as a distrax distribution over the flattened parameters (see
-    :mod:`jaxbayes.vi._distrax`: mean-field → ``MultivariateNormalDiag``, full rank →
-    ``MultivariateNormalTri``, low rank → ``MultivariateNormalDiagPlusLowRank``)."""
-    import distrax
-
-    from jaxbayes.vi._fullrank import FullRankNormal
-    from jaxbayes.vi._gaussian import flatten
-    from jaxbayes.vi._lowrank import LowRankNormal
-    from jaxbayes.vi._meanfield import MeanFieldNormal
-
-    m = self.flat_mean()
-    if isinstance(self, MeanFieldNormal):
-        return distrax.MultivariateNormalDiag(m, jnp.exp(flatten(self.log_scale)))
-    if isinstance(self, FullRankNormal):
-        return distrax.MultivariateNormalTri(m, self.cholesky())
-    if isinstance(self, LowRankNormal):
-        d, u, v = lowrank_scale_factors(flatten(self.log_diag), self.factor)
-        return distrax.MultivariateNormalDiagPlusLowRank(m, d, u, v)
-    raise TypeError(f"no distrax view of {type(self).__name__}")
-
-
 def is_distribution(obj: Any) -> bool:
     """Whether ``obj`` is a distrax (or TFP) distribution: it has ``event_shape`` and ``kl_divergence``."""
     return hasattr(obj, "event_shape") and hasattr(obj, "kl_divergence")
@@ -84,4 +65,4 @@ def kl_to_distribution(q: Any, other: Any) -> Array:
         return q.kl_mvn(other.mean(), other.covariance())
 
 
-__all__ = ["gaussian_to_distrax", "is_distribution", "kl_to_distribution", "lowrank_scale_factors"]
+__all__ = ["is_distribution", "kl_to_distribution", "lowrank_scale_factors"]

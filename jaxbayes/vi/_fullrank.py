@@ -10,7 +10,6 @@ import jax.numpy as jnp
 
 from jaxbayes._checks import check_positive
 from jaxbayes.typing import Array, ArrayLike, PRNGKey, PyTree
-from jaxbayes.vi._distrax import gaussian_to_distrax
 from jaxbayes.vi._family import VariationalFamily
 from jaxbayes.vi._gaussian import (
     LOG2PI,
@@ -50,7 +49,12 @@ class FullRankNormal(NamedTuple):
     kl_normal = gaussian_kl_normal
     kl_mvn = gaussian_kl_mvn
     flat_mean = gaussian_flat_mean
-    to_distrax = gaussian_to_distrax
+
+    def to_distrax(self):
+        """``distrax.MultivariateNormalTri(m, L)`` over the flattened parameters (:mod:`jaxbayes.vi._distrax`)."""
+        import distrax
+
+        return distrax.MultivariateNormalTri(self.flat_mean(), self.cholesky())
 
     def cholesky(self) -> Array:
         """The lower-triangular factor ``L``."""

@@ -28,6 +28,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxbayes._checks import check_int_range, check_positive
 from jaxbayes.typing import Array, ArrayLike, PRNGKey, PyTree
+from jaxbayes.vi._distrax import is_distribution, kl_to_distribution
 
 LOG2PI = math.log(2.0 * math.pi)
 
@@ -118,8 +119,6 @@ def gaussian_kl(self, other: Any) -> Array:
     fields, e.g. :class:`jaxbayes.vi.GaussianPrior`), another Gaussian distribution over the same parameters
     (anything with ``flat_mean()`` and ``covariance()``), or a distrax Gaussian over the flattened parameters
     (event shape ``(d,)``; see :mod:`jaxbayes.vi._distrax`)."""
-    from jaxbayes.vi._distrax import is_distribution, kl_to_distribution
-
     if is_distribution(other):
         return kl_to_distribution(self, other)
     if hasattr(other, "covariance") and hasattr(other, "flat_mean"):

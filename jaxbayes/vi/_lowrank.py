@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from jaxbayes._checks import check_int_range, check_positive
 from jaxbayes.typing import Array, ArrayLike, PRNGKey, PyTree
-from jaxbayes.vi._distrax import gaussian_to_distrax
+from jaxbayes.vi._distrax import lowrank_scale_factors
 from jaxbayes.vi._family import VariationalFamily
 from jaxbayes.vi._gaussian import (
     LOG2PI,
@@ -53,7 +53,14 @@ class LowRankNormal(NamedTuple):
     kl_normal = gaussian_kl_normal
     kl_mvn = gaussian_kl_mvn
     flat_mean = gaussian_flat_mean
-    to_distrax = gaussian_to_distrax
+
+    def to_distrax(self):
+        """``distrax.MultivariateNormalDiagPlusLowRank`` with the exact scale ``S = D + U V^T``, ``S S^T = D^2 +
+        F F^T`` (:func:`jaxbayes.vi._distrax.lowrank_scale_factors`), over the flattened parameters."""
+        import distrax
+
+        return distrax.MultivariateNormalDiagPlusLowRank(
+            self.flat_mean(), *lowrank_scale_factors(flatten(self.log_diag), self.factor))
 
     def reparameterize(self, key: PRNGKey, mean: Array, batch: tuple[int, ...]) -> Array:
         """``mean + D e1 + F e2`` for standard normal ``e1`` (``d``) and ``e2`` (``r``)."""

@@ -10,7 +10,6 @@ import jax.numpy as jnp
 
 from jaxbayes._checks import check_positive
 from jaxbayes.typing import Array, ArrayLike, PRNGKey, PyTree
-from jaxbayes.vi._distrax import gaussian_to_distrax
 from jaxbayes.vi._family import VariationalFamily
 from jaxbayes.vi._gaussian import (
     LOG2PI,
@@ -49,7 +48,12 @@ class MeanFieldNormal(NamedTuple):
     kl_normal = gaussian_kl_normal
     kl_mvn = gaussian_kl_mvn
     flat_mean = gaussian_flat_mean
-    to_distrax = gaussian_to_distrax
+
+    def to_distrax(self):
+        """``distrax.MultivariateNormalDiag(m, s)`` over the flattened parameters (:mod:`jaxbayes.vi._distrax`)."""
+        import distrax
+
+        return distrax.MultivariateNormalDiag(self.flat_mean(), jnp.exp(flatten(self.log_scale)))
 
     def scale(self) -> PyTree:
         """Standard deviations as a pytree."""
