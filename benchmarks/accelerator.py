@@ -23,6 +23,7 @@ the roofline time dashed; ``DIR/results.json`` the records. ``--small`` shrinks 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import pathlib
 import sys
@@ -46,11 +47,17 @@ from benchmarks.harness import (
 )
 
 
-def _limit_rows() -> list[dict]:
+@functools.cache
+def _exp_limits() -> dict:
+    """The pairwise engine's exp-rate measurement, once per run (the limits row and the matrix-free rows)."""
     from benchmarks import bench_pairwise
 
+    return bench_pairwise._limits(quick=False)
+
+
+def _limit_rows() -> list[dict]:
     lim = machine_limits()
-    exp = bench_pairwise._limits(quick=False)
+    exp = _exp_limits()
     return [record("machine_limits", "measured", "this device", copy_gb_per_s=lim["copy_bytes_per_s"] / 1e9,
                    **{f"{k}_gflop_per_s": lim[k] / 1e9 for k in ("float32", "float32_highest", "float64", "bfloat16")
                       if k in lim},
@@ -102,7 +109,7 @@ def _matrix_free_rows(cases: tuple[tuple[int, int, int], ...], ott_max_n: int) -
     """One matrix-free Sinkhorn iteration (two log-sum-exp passes): ours vs ott-jax's online point cloud."""
     from benchmarks import bench_pairwise
 
-    exp_rate = bench_pairwise._limits(quick=False)["exp_per_s"]
+    exp_rate = _exp_limits()["exp_per_s"]
     rows = []
     for n, d, chunk in cases:
         for impl in ("jaxbayes", "ott-jax"):

@@ -78,6 +78,8 @@ class FlowNormal:
         import distrax
 
         d = self.loc.shape[0]
+        spline = functools.partial(distrax.RationalQuadraticSpline, range_min=-self.range_max,
+                                   range_max=self.range_max)
         layers = []
         for i, mlp in enumerate(self.couplings):
             mask = jnp.arange(d) % 2 == i % 2 if d > 1 else jnp.zeros(1, bool)  # d = 1: an unconditional spline
@@ -85,8 +87,6 @@ class FlowNormal:
             def conditioner(x, mlp=mlp):
                 return _mlp(mlp, x).reshape(*x.shape, 3 * self.num_bins + 1)
 
-            spline = functools.partial(distrax.RationalQuadraticSpline, range_min=-self.range_max,
-                                       range_max=self.range_max)
             layers.append(distrax.MaskedCoupling(mask=mask, conditioner=conditioner, bijector=spline))
         affine = distrax.Block(distrax.ScalarAffine(shift=self.loc, log_scale=self.log_scale), 1)
         base = distrax.MultivariateNormalDiag(jnp.zeros(d, self.loc.dtype), jnp.ones(d, self.loc.dtype))
