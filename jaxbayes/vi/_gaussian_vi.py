@@ -222,9 +222,15 @@ def fullrank_vi(logdensity_fn: LogDensityFn, optimizer: optax.GradientTransforma
 
 
 def flow_vi(logdensity_fn: LogDensityFn, optimizer: optax.GradientTransformation, *, num_layers: int = 4,
-            num_bins: int = 8, hidden_sizes: tuple[int, ...] = (32, 32), **options) -> VIAlgorithm:
+            num_bins: int = 8, hidden_sizes: tuple[int, ...] = (32, 32), num_samples: int = 16,
+            **options) -> VIAlgorithm:
     """Normalizing-flow VI: :func:`gaussian_vi` with ``family=Flow(...)`` (spline couplings from distrax,
     :class:`jaxbayes.vi.Flow`), same keyword options; ``q`` starts as ``N(position, init_scale^2 I)``.
+
+    ``num_samples`` defaults to 16 draws per step, not 1: a flow's ELBO gradient has no sticking-the-landing
+    variance reduction (see :class:`jaxbayes.vi.FlowNormal`), and with one draw and a constant Adam rate of
+    1e-2, 2000 steps on ``N(3, 2^2 I)`` left the mean 1.2 off (16 draws: 0.26). Give the optimiser a decaying
+    rate too (e.g. ``optax.cosine_decay_schedule``).
 
     Example:
       >>> import jax, jax.numpy as jnp, optax
@@ -233,7 +239,7 @@ def flow_vi(logdensity_fn: LogDensityFn, optimizer: optax.GradientTransformation
       (3, 2)
     """
     family = Flow(num_layers=num_layers, num_bins=num_bins, hidden_sizes=tuple(hidden_sizes))
-    return gaussian_vi(logdensity_fn, optimizer, family=family, **options)
+    return gaussian_vi(logdensity_fn, optimizer, family=family, num_samples=num_samples, **options)
 
 
 __all__ = ["VIAlgorithm", "check_initial_density", "check_position", "flow_vi", "fullrank_vi", "gaussian_vi",
