@@ -1,4 +1,4 @@
-"""The ``jaxbayes`` command: ``info``, ``demo``, ``bench`` and ``run JOB.toml``.
+"""The ``jaxbayes`` command: ``info``, ``demo``, ``bench``, ``validate JOB.toml`` and ``run JOB.toml``.
 
 Bad input (unknown subcommand or pillar, missing file) prints one line on stderr and exits with code 2.
 """
@@ -166,16 +166,44 @@ def _run(args: argparse.Namespace) -> int:
     from jaxbayes.jobs import JobConfigError, run_job_file
 
     try:
-        return run_job_file(job, resume=args.resume)
+        return run_job_file(job, resume=args.resume, overrides=args.set or ())
     except JobConfigError as err:
         raise UsageError(str(err)) from err
+
+
+def _validate(args: argparse.Namespace) -> int:
+    """Check a job file, its overrides and its data completely; run nothing, write nothing."""
+    job = Path(args.job)
+    if not job.is_file():
+        raise UsageError(f"job file not found: {job}")
+    from jaxbayes.jobs import JobConfigError, job_kinds, load_job
+
+    kinds = job_kinds()
+    try:
+        spec = load_job(job, kinds, args.set or ())
+    except JobConfigError as err:
+        raise UsageError(str(err)) from err
+    kind = kinds[spec.kind]
+    print(f"{job}: valid {spec.kind} job ({kind.num_steps(spec.params)} steps); output: {spec.output_dir}")
+    if spec.data is not None:
+        print(f"  data: {spec.data.summary()}")
+    if kind.summary is not None:
+        print(f"  plan: {kind.summary(spec.params, spec.data)}")
+    return 0
+
+
+def _add_job_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.list_job_kinds = True
+    parser.add_argument("job", help="path of the job's TOML file")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="override a job-file key, e.g. --set params.batch_size=512 (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="jaxbayes", description="Scalable Bayesian and generative inference in JAX.")
     _add_cpu_devices(parser, None)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                                metavar="{info,demo,bench,run}")
+                                metavar="{info,demo,bench,validate,run}")
     info = sub.add_parser("info", help="JAX version, backend, devices, processes, dependency versions")
     demo = sub.add_parser("demo", help="run every pillar demo and write a report folder")
     demo.add_argument("--out", default="jaxbayes-report", help="report folder (default: jaxbayes-report)")
@@ -186,10 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="small sizes")
     bench.add_argument("--only", nargs="+", metavar="PILLAR", help=f"pillars to run ({', '.join(PILLARS)})")
     run = sub.add_parser("run", help="run a pod job described by a TOML file on every host")
-    run.list_job_kinds = True
-    run.add_argument("job", help="path of the job's TOML file")
+    _add_job_arguments(run)
     run.add_argument("--resume", action="store_true", help="continue from the last valid checkpoint")
-    for command in (info, demo, bench, run):  # the flag also works after the subcommand
+    check = sub.add_parser("validate", help="check a job file and its data completely; runs nothing")
+    _add_job_arguments(check)
+    for command in (info, demo, bench, run, check):  # the flag also works after the subcommand
         _add_cpu_devices(command, argparse.SUPPRESS)
     return parser
 
@@ -204,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             import jax
 
             jax.config.update("jax_num_cpu_devices", args.cpu_devices)
-        handler = {"info": _info, "demo": _demo, "bench": _bench, "run": _run}[args.command]
+        handler = {"info": _info, "demo": _demo, "bench": _bench, "run": _run, "validate": _validate}[args.command]
         return handler(args)
     except UsageError as err:
         print(f"jaxbayes: error: {err}", file=sys.stderr)

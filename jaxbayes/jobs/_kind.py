@@ -24,6 +24,9 @@ class JobContext(NamedTuple):
       is_main: ``True`` on process 0.
       cache: a dict that lives for the whole run, where a kind keeps what it builds once (loaded data,
         compiled step functions).
+      data: the job's ``[data]`` (a :class:`jaxbayes.jobs.JobData`), or ``None`` for kinds that read none;
+        iterators from ``data.batches(...)`` are checkpointed with the state.
+      seed: the job's seed (the integer ``key`` was made from), e.g. for ``data.batches``.
     """
 
     params: Mapping[str, Any]
@@ -32,6 +35,8 @@ class JobContext(NamedTuple):
     output_dir: Path
     is_main: bool
     cache: dict
+    data: Any = None
+    seed: int = 0
 
 
 class JobKind(NamedTuple):
@@ -48,6 +53,12 @@ class JobKind(NamedTuple):
         ``ctx.output_dir`` and list them under ``"figures"``.
       check: optional ``check(params) -> str | None`` for cross-field checks (data set names ...) run
         before anything else.
+      check_data: optional ``check_data(params, data) -> str | None`` for checks that need the opened data.
+      data: ``"none"`` (the kind reads no ``[data]`` table), ``"required"`` or ``"optional"``.
+      summary: optional ``summary(params, data) -> str``: what the run will do and cost, printed at start-up.
+      length_keys: ``[params]`` keys that only say how far the run goes, so a resumed run may change them (a
+        longer run continues a shorter one); every other key must equal the checkpointed run's. A key that
+        also shapes the steps (a schedule over the total length) must not be listed.
     """
 
     name: str
@@ -58,3 +69,7 @@ class JobKind(NamedTuple):
     step: Callable[[JobContext, PyTree, int], PyTree]
     finish: Callable[[JobContext, PyTree], dict[str, Any]]
     check: Callable[[Mapping[str, Any]], str | None] | None = None
+    check_data: Callable[[Mapping[str, Any], Any], str | None] | None = None
+    data: str = "none"
+    summary: Callable[[Mapping[str, Any], Any], str] | None = None
+    length_keys: tuple[str, ...] = ()

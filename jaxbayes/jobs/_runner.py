@@ -3,7 +3,10 @@
 Checkpoints are written by orbax into ``<output_dir>/checkpoints/<step>``; orbax writes into a temporary
 folder and renames it only when complete, so a checkpoint interrupted by a crash is never restored.
 ``--resume`` restores the latest complete checkpoint and continues; since step ``i`` depends only on the
-state and ``i``, the final result equals that of an uninterrupted run.
+state and ``i``, the final result equals that of an uninterrupted run. The grain iterators a kind reads its
+``[data]`` with are saved in the same checkpoint (each process its own position), so a resumed job reads
+exactly the batch the killed one would have read next. ``<output_dir>/job.json`` records what decides the
+result (kind, seed, ``[params]``, ``[data]``); resuming with a different job file is refused.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +64,56 @@ def _check_writable(directory: Path) -> None:
         raise JobConfigError(f"job.output_dir: cannot write to {directory}: {err.strerror or err}") from err
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    """Write by rename, so another process reading ``path`` sees the old file or the whole new one."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def _check_same_job(spec: JobSpec) -> None:
+    """Refuse to resume (or reuse) an output folder whose run came from a different job file."""
+    recorded = spec.output_dir / "job.json"
+    if not recorded.is_file():
+        return
+    before, now = json.loads(recorded.read_text()), json.loads(json.dumps(spec.fingerprint()))
+    for table in ("kind", "seed", "params", "data"):
+        old, new = before.get(table), now[table]
+        if old != new:
+            if isinstance(old, dict) and isinstance(new, dict):
+                key = next(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
+                where, old, new = f"{table}.{key}", old.get(key), new.get(key)
+            else:
+                where = f"job.{table}"
+            raise JobConfigError(f"{where}: {spec.output_dir} holds a run of a different job ({where} was {old!r}, "
+                                 f"is {new!r}); choose another output_dir")
+
+
+def startup_summary(spec: JobSpec, kind: JobKind, mesh) -> str:
+    """What the run is about to do: kind, data per process, mesh, devices and the output folder."""
+    lines = [f"jaxbayes run: {spec.kind} ({kind.description})",
+             f"  mesh {dict(mesh.shape)} over {jax.device_count()} devices ({jax.devices()[0].device_kind}), "
+             f"{jax.process_count()} processes, {jax.local_device_count()} devices on this one",
+             f"  output: {spec.output_dir}"]
+    if spec.data is not None:
+        lines.insert(1, f"  data: {spec.data.summary(jax.process_count())}")
+    if kind.summary is not None:
+        lines.append(f"  plan: {kind.summary(spec.params, spec.data)}")
+    return "\n".join(lines)
+
+
+def _checkpoint_args(state, iterators, *, restore: bool):
+    """One orbax checkpoint for the state and every data iterator (grain's own checkpoint handler)."""
+    import grain
+    import orbax.checkpoint as ocp
+
+    items = {"state": ocp.args.StandardRestore(state) if restore else ocp.args.StandardSave(state)}
+    for i, batches in enumerate(iterators):
+        item = grain.checkpoint.CheckpointRestore if restore else grain.checkpoint.CheckpointSave
+        items[f"data{i}"] = item(batches.iterator)
+    return ocp.args.Composite(**items)
+
+
 def json_metrics(value: Any, path: str = "metrics", bad: dict[str, str] | None = None) -> Any:
     """``value`` as plain JSON (arrays to lists); non-finite numbers become ``null`` and are listed in ``bad``
     as ``{path: reason}``, so ``result.json`` is always valid JSON and never hides a NaN."""
@@ -86,13 +140,15 @@ def run_job(spec: JobSpec, kind: JobKind, *, resume: bool = False) -> dict[str, 
     Non-finite metrics are written as ``null`` and listed under ``"nonfinite"`` with the reason;
     :func:`run_job_file` then exits with code 1.
     """
-    import orbax.checkpoint as ocp
-
+    _check_same_job(spec)
     _check_writable(spec.output_dir)
     _start_processes(spec.distributed)
     mesh = parallel.data_mesh()
     is_main = parallel.is_main_process()
-    ctx = JobContext(spec.params, jax.random.key(spec.seed), mesh, spec.output_dir, is_main, {})
+    if is_main:
+        print(startup_summary(spec, kind, mesh), flush=True)
+        _write_atomic(spec.output_dir / "job.json", json.dumps(spec.fingerprint(), indent=2))
+    ctx = JobContext(spec.params, jax.random.key(spec.seed), mesh, spec.output_dir, is_main, {}, spec.data, spec.seed)
     total = kind.num_steps(spec.params)
     manager = _checkpoint_manager(spec.output_dir / "checkpoints")
     latest = manager.latest_step()
@@ -101,10 +157,11 @@ def run_job(spec: JobSpec, kind: JobKind, *, resume: bool = False) -> dict[str, 
                              "pass --resume to continue, or choose another output_dir")
     replicated = parallel.replicated_sharding(mesh)
     state = jax.device_put(kind.init(ctx), replicated)
+    iterators = spec.data.iterators if spec.data is not None else []
     start = 0
     if resume and latest is not None:
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state)
-        state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
+        state = manager.restore(latest, args=_checkpoint_args(abstract, iterators, restore=True))["state"]
         start = latest
     started = time.perf_counter()
     bar = progress(total=total, initial=start, desc=f"{spec.kind} {spec.name}", disable=None if is_main else True)
@@ -117,9 +174,9 @@ def run_job(spec: JobSpec, kind: JobKind, *, resume: bool = False) -> dict[str, 
         bar.update(1)
         done = i + 1
         if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < total:
-            manager.save(done, args=ocp.args.StandardSave(state))
+            manager.save(done, args=_checkpoint_args(state, iterators, restore=False))
     bar.close()
-    manager.save(total, args=ocp.args.StandardSave(state), force=True)
+    manager.save(total, args=_checkpoint_args(state, iterators, restore=False), force=True)
     manager.wait_until_finished()
     nonfinite: dict[str, str] = {}
     metrics = json_metrics(kind.finish(ctx, state), bad=nonfinite)
@@ -144,12 +201,12 @@ def run_job(spec: JobSpec, kind: JobKind, *, resume: bool = False) -> dict[str, 
     return result
 
 
-def run_job_file(path: str | Path, *, resume: bool = False) -> int:
+def run_job_file(path: str | Path, *, resume: bool = False, overrides: Sequence[str] = ()) -> int:
     """Validate and run a job file (the ``jaxbayes run`` command); returns the exit code."""
     from jaxbayes.jobs.kinds import job_kinds
 
     kinds = job_kinds()
-    spec = load_job(path, kinds)
+    spec = load_job(path, kinds, overrides)
     try:
         result = run_job(spec, kinds[spec.kind], resume=resume)
     except ImportError as err:  # an optional dependency of the kind or its data set

@@ -67,6 +67,7 @@ TOY = JobKind(
         "fail_at": Field(int, -1, doc="raise at this step (-1: never)"),
     },
     num_steps=lambda p: p["steps"],
+    length_keys=("steps", "fail_at", "hold_at"),
     init=_init,
     step=_step,
     finish=_finish,

@@ -120,6 +120,7 @@ JOB_KINDS = {
             "learning_rate": Field(float, 0.05, positive, "Adam step size"),
         },
         num_steps=lambda p: p["num_units"],
+        length_keys=("num_units",),
         init=_init,
         step=_step,
         finish=_finish,

@@ -1,7 +1,11 @@
-"""Pod-job kinds of the VI pillar (``jaxbayes run``)."""
+"""Pod-job kinds of the VI pillar (``jaxbayes run``): softmax regression on a bundled table, and a Bayesian
+neural network (mean-field or sparse-subspace VI) on the user's own ``[data]``."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +13,7 @@ import optax
 
 from jaxbayes import datasets, parallel
 from jaxbayes.jobs import Field, JobKind, one_of, positive, required
-from jaxbayes.vi import GaussianPrior, fit, gaussian_vi, metrics
+from jaxbayes.vi import GaussianPrior, bnn_vi, fit, gaussian_vi, metrics, ssvi
 
 _CLASSIFICATION = ("breast_cancer", "digits", "iris", "wine")
 
@@ -62,33 +66,137 @@ def _step(ctx, state, i):
     return run(state, data)
 
 
-def _finish(ctx, state):
-    ds, _, n, alg, _, _ = _setup(ctx)
-    draws = alg.sample(jax.random.fold_in(ctx.key, -1 % 2**31), state, 256)
-    logits = jnp.einsum("nd,sdk->snk", ds.x_test, draws["w"]) + draws["b"][:, None, :]
-    probs = jax.nn.softmax(logits).mean(0)
+def _classification_report(ctx, probs, labels, title: str) -> dict:
+    """Test accuracy, NLL and ECE of predictive probabilities, and (process 0) a reliability plot."""
     out = {
-        "train_rows_used": n,
-        "test_accuracy": float(metrics.accuracy(probs, ds.y_test)),
-        "test_nll": float(metrics.nll(probs, ds.y_test)),
-        "test_ece": float(metrics.ece(probs, ds.y_test)),
-        "vi_steps": int(state.step),
-        "skipped_steps": int(state.num_skipped),
+        "test_accuracy": float(metrics.accuracy(probs, labels)),
+        "test_nll": float(metrics.nll(probs, labels)),
+        "test_ece": float(metrics.ece(probs, labels)),
     }
     if ctx.is_main:
-
-        diagram = metrics.reliability_diagram(probs, ds.y_test)
+        diagram = metrics.reliability_diagram(probs, labels)
         from jaxbayes.demos import plotting
 
         fig, ax = plotting.figure()
         ax = ax[0][0]
         filled = np.asarray(diagram.count) > 0
         conf, acc = np.asarray(diagram.confidence)[filled], np.asarray(diagram.accuracy)[filled]
-        ax.plot([0, 1], [0, 1], "k--", lw=1)
-        ax.plot(conf, acc, "o-")
-        ax.set(xlabel="confidence", ylabel="accuracy", title=f"{ctx.params['dataset']} ({ctx.params['family']})")
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        ax.plot(conf, acc, "o-", label="posterior predictive")
+        ax.set(xlabel="confidence", ylabel="accuracy", title=title)
+        ax.legend()
         out["figures"] = [plotting.save(fig, ctx.output_dir / "reliability.png")]
     return out
+
+
+def _finish(ctx, state):
+    ds, _, n, alg, _, _ = _setup(ctx)
+    draws = alg.sample(jax.random.fold_in(ctx.key, -1 % 2**31), state, 256)
+    logits = jnp.einsum("nd,sdk->snk", ds.x_test, draws["w"]) + draws["b"][:, None, :]
+    probs = jax.nn.softmax(logits).mean(0)
+    report = _classification_report(ctx, probs, ds.y_test, f"{ctx.params['dataset']} ({ctx.params['family']})")
+    return {"train_rows_used": n, **report, "vi_steps": int(state.step), "skipped_steps": int(state.num_skipped)}
+
+
+class MLP(nn.Module):
+    """Optional 3x3 ReLU convolutions (stride 2 each), then a flattened ReLU MLP with ``num_outputs`` logits."""
+
+    conv_channels: Sequence[int]
+    hidden: Sequence[int]
+    num_outputs: int
+
+    @nn.compact
+    def __call__(self, x):
+        for channels in self.conv_channels:
+            x = nn.relu(nn.Conv(channels, (3, 3), strides=(2, 2))(x))
+        x = x.reshape(x.shape[0], -1)
+        for width in self.hidden:
+            x = nn.relu(nn.Dense(width)(x))
+        return nn.Dense(self.num_outputs)(x)
+
+
+def _bnn_setup(ctx):
+    """Model, algorithm, the checkpointed batch iterator and the compiled steps, built once per run."""
+    if "bnn" not in ctx.cache:
+        p, data = ctx.params, ctx.data
+        module = MLP(tuple(p["conv_channels"]), tuple(p["hidden"]), data.num_classes)
+        common = dict(num_data=len(data.train), method=p["method"], prior_scale=p["prior_scale"],
+                      init_scale=p["init_scale"])
+        optimizer = optax.adam(p["learning_rate"])
+        if p["family"] == "ssvi":
+            alg = ssvi(module, optimizer, density=p["density"], update_every=p["update_every"],
+                       anneal_steps=p["anneal_steps"], **common)
+        else:
+            alg = bnn_vi(module, optimizer, **common)
+        batches = data.batches(ctx.mesh, p["batch_size"], ctx.seed)
+        replicated = parallel.replicated_sharding(ctx.mesh)
+
+        def run(state, xs, ys, first):
+            def body(s, inputs):
+                i, x, y = inputs
+                return alg.step(jax.random.fold_in(ctx.key, i), s, (x, y))[0], None
+            steps = first + jnp.arange(xs.shape[0])
+            return jax.lax.scan(body, state, (steps, xs, ys))[0]
+
+        ctx.cache["bnn"] = (alg, batches, jax.jit(run, out_shardings=replicated))
+    return ctx.cache["bnn"]
+
+
+def _bnn_init(ctx):
+    alg, batches, _ = _bnn_setup(ctx)
+    example = jnp.zeros((1,) + ctx.data.x_shape, jnp.float32)
+    return alg.init(jax.random.fold_in(ctx.key, -2 % 2**31), example)
+
+
+def _bnn_step(ctx, state, i):
+    _, batches, run = _bnn_setup(ctx)
+    unit = ctx.params["steps_per_unit"]
+    taken = [next(batches) for _ in range(unit)]
+    xs = jnp.stack([b["x"] for b in taken])
+    ys = jnp.stack([b["y"] for b in taken])
+    return run(state, xs, ys, jnp.int32(i * unit))
+
+
+def _bnn_finish(ctx, state):
+    alg, _, _ = _bnn_setup(ctx)
+    p = ctx.params
+    x_test, n_test = ctx.data.global_inputs("test", ctx.mesh)
+    predict = jax.jit(lambda s, x: alg.predict(jax.random.fold_in(ctx.key, -1 % 2**31), s, x,
+                                               num_samples=p["predict_samples"], chunk_size=8),
+                      out_shardings=parallel.replicated_sharding(ctx.mesh))
+    probs = np.asarray(predict(state, x_test))[:n_test]
+    labels = ctx.data.targets("test")
+    title = f"{ctx.data.description} ({p['family']}, {len(ctx.data.train)} training rows)"
+    report = _classification_report(ctx, jnp.asarray(probs), jnp.asarray(labels), title)
+    return {"train_rows": len(ctx.data.train), "test_rows": n_test, **report, "vi_steps": int(state.step),
+            "skipped_steps": int(state.num_skipped), "epochs": round(int(state.step) * p["batch_size"]
+                                                                        / len(ctx.data.train), 3)}
+
+
+def _bnn_check(p) -> str | None:
+    if p["predict_samples"] % 8:
+        return f"params.predict_samples: must be a multiple of 8, got {p['predict_samples']}"
+    for key in ("hidden", "conv_channels"):
+        if not all(isinstance(w, int) and not isinstance(w, bool) and 0 < w <= 65536 for w in p[key]):
+            return f"params.{key}: expected a list of layer widths in [1, 65536], got {p[key]!r}"
+    return None
+
+
+def _bnn_check_data(p, data) -> str | None:
+    if not data.num_classes:
+        return "data.y: vi.bnn is a classifier and needs integer class labels (y = ...)"
+    if p["batch_size"] > len(data.train):
+        return f"params.batch_size: {p['batch_size']} is larger than the {len(data.train)} training rows"
+    if p["conv_channels"] and len(data.x_shape) != 3:
+        return f"params.conv_channels: convolutions need image rows (H, W, C), the data has rows {data.x_shape}"
+    return None
+
+
+def _bnn_summary(p, data) -> str:
+    steps = p["num_units"] * p["steps_per_unit"]
+    epochs = steps * p["batch_size"] / max(len(data.train), 1)
+    return (f"{p['family']} BNN, conv {list(p['conv_channels'])}, hidden {list(p['hidden'])}, "
+            f"{data.num_classes} classes; {steps} steps of {p['batch_size']} rows ({epochs:.1f} epochs)")
 
 
 JOB_KINDS = {
@@ -106,8 +214,39 @@ JOB_KINDS = {
             "prior_scale": Field(float, 1.0, positive, "standard deviation of the N(0, s^2) prior"),
         },
         num_steps=lambda p: p["num_units"],
+        length_keys=("num_units",),
         init=_init,
         step=_step,
         finish=_finish,
+    ),
+    "vi.bnn": JobKind(
+        name="vi.bnn",
+        description="mean-field or sparse-subspace VI posterior of a ReLU MLP/CNN classifier on your [data]",
+        params={
+            "family": Field(str, "meanfield", one_of("meanfield", "ssvi"), "mean-field (bnn_vi) or SSVI"),
+            "hidden": Field(list, [128, 128], doc="widths of the hidden Dense layers"),
+            "conv_channels": Field(list, [], doc="channels of 3x3 stride-2 convolutions before them (images)"),
+            "method": Field(str, "local", one_of("local", "flipout", "sample"), "reparameterisation"),
+            "num_units": Field(int, required(), positive, "units of work; one unit = steps_per_unit steps"),
+            "steps_per_unit": Field(int, 100, positive, "VI steps per unit (a checkpoint is a whole unit)"),
+            "batch_size": Field(int, 256, positive, "rows per global batch (a multiple of the devices)"),
+            "learning_rate": Field(float, 1e-3, positive, "Adam step size"),
+            "prior_scale": Field(float, 1.0, positive, "std of the N(0, s^2) weight prior"),
+            "init_scale": Field(float, 1e-3, positive, "initial posterior std"),
+            "density": Field(float, 0.5, lambda v: None if 0 < v <= 1 else f"must be in (0, 1], got {v}",
+                             "SSVI: fraction of active weights"),
+            "update_every": Field(int, 100, positive, "SSVI: steps between subspace updates"),
+            "anneal_steps": Field(int, 1000, positive, "SSVI: steps over which the drop fraction anneals"),
+            "predict_samples": Field(int, 32, positive, "posterior draws for the test predictive"),
+        },
+        num_steps=lambda p: p["num_units"],
+        length_keys=("num_units",),
+        init=_bnn_init,
+        step=_bnn_step,
+        finish=_bnn_finish,
+        check=_bnn_check,
+        check_data=_bnn_check_data,
+        data="required",
+        summary=_bnn_summary,
     ),
 }
