@@ -226,3 +226,21 @@ def test_bad_batch_size_names_the_key(tmp_path):
         data.batches(parallel.data_mesh(1), 161, 0)
     with pytest.raises(JobConfigError, match="params.batch_size: 20 is not a multiple of the 8 devices"):
         data.batches(parallel.data_mesh(), 20, 0)
+
+
+def test_nngp_regression_on_a_user_table_equals_the_bundled_set(tmp_path):
+    ds = datasets.load("diabetes", test_fraction=0.2, seed=0)
+    y_train = ds.y_train * ds.info["y_std"] + ds.info["y_mean"]  # the raw targets the user has
+    y_test = ds.y_test * ds.info["y_std"] + ds.info["y_mean"]
+    np.savez(tmp_path / "train.npz", x=ds.x_train, y=y_train)
+    np.savez(tmp_path / "test.npz", x=ds.x_test, y=y_test)
+    params = "depth = 2\nnum_units = 1\nsteps_per_unit = 30\n"
+    results = []
+    for name, data in [("bundled", ""), ("user", '[data]\npath = "train.npz"\ntest_path = "test.npz"\nx = "x"\n'
+                                                 'y = "y"\n')]:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(f'kind = "kernels.nngp_regression"\noutput_dir = "{tmp_path / name}"\n{data}'
+                        f"[params]\n{params}")
+        results.append(run_file(path)["metrics"])
+    for key in ("kernel_scale", "noise_variance", "test_rmse", "test_nll_standardised"):
+        np.testing.assert_allclose(results[1][key], results[0][key], rtol=2e-5, err_msg=key)

@@ -21,11 +21,33 @@ def _network(depth: int, w_std: float, b_std: float):
     return serial(*layers, Dense(1, W_std=w_std, b_std=b_std))
 
 
+def _user_table(data) -> datasets.Dataset:
+    """The job's ``[data]`` as a :class:`jaxbayes.datasets.Dataset`, targets standardised by the training
+    rows' mean and standard deviation (GP regression on a table that fits on a host; ``standardize = true``
+    in ``[data]`` does the inputs)."""
+    train, test = data.split("train"), data.split("test")
+    x_train, x_test = train["x"].reshape(len(train["x"]), -1), test["x"].reshape(len(test["x"]), -1)
+    mean, std = float(train["y"].mean()), float(train["y"].std()) or 1.0
+    info = {"name": data.description, "task": "regression", "y_mean": mean, "y_std": std}
+    return datasets.Dataset(x_train, (train["y"] - mean) / std, x_test, (test["y"] - mean) / std, info)
+
+
+def _check_data(p, data) -> str | None:
+    if not data.train.has_y or data.num_classes:
+        return "data.y: kernels.nngp_regression needs real-valued targets (a float array or column)"
+    if data.test is None:
+        return "data.test_fraction: kernels.nngp_regression needs a test set (test_path or test_fraction > 0)"
+    if len(data.train) > 20_000:
+        return f"data.path: {len(data.train)} training rows; this exact GP kind keeps an n x n Gram (<= 20000)"
+    return None
+
+
 def _setup(ctx):
     """NNGP Gram matrices of train and test points, computed in row tiles split over the global mesh."""
     if "setup" not in ctx.cache:
         p = ctx.params
-        ds = datasets.load(p["dataset"], test_fraction=0.2, seed=p["split_seed"])
+        ds = (_user_table(ctx.data) if ctx.data is not None
+              else datasets.load(p["dataset"], test_fraction=0.2, seed=p["split_seed"]))
         x = np.concatenate([ds.x_train, ds.x_test])
         kernel_fn = _network(p["depth"], p["w_std"], p["b_std"]).kernel_fn
         k = jax.jit(lambda a: gram(kernel_fn, a, chunk_size=p["chunk_size"], mesh=ctx.mesh).nngp,
@@ -98,7 +120,7 @@ def _finish(ctx, state):
         ax.errorbar(np.arange(len(mean)), mean[order], yerr=2 * np.sqrt(var[order]), fmt=".", ms=3, lw=0.5,
                     alpha=0.6, label="NNGP posterior +- 2 sd")
         ax.scatter(np.arange(len(mean)), y_test[order], s=4, c="k", label="held-out target")
-        ax.set(xlabel="test point (sorted by mean)", ylabel="standardised target", title=ctx.params["dataset"])
+        ax.set(xlabel="test point (sorted by mean)", ylabel="standardised target", title=ds.info["name"])
         ax.legend(fontsize=7)
         out["figures"] = [plotting.save(fig, ctx.output_dir / "posterior.png")]
     return out
@@ -107,10 +129,11 @@ def _finish(ctx, state):
 JOB_KINDS = {
     "kernels.nngp_regression": JobKind(
         name="kernels.nngp_regression",
-        description="NNGP Gram matrix of a deep ReLU network built over the mesh, GP hyper-parameters fitted",
+        description="NNGP Gram matrix of a deep ReLU network built over the mesh, GP hyper-parameters fitted; "
+                    "on a bundled table or your [data]",
         params={
-            "dataset": Field(str, "diabetes", one_of(*_REGRESSION), "a regression data set"),
-            "split_seed": Field(int, 0, doc="seed of the train/test split"),
+            "dataset": Field(str, "diabetes", one_of(*_REGRESSION), "a bundled regression set (without [data])"),
+            "split_seed": Field(int, 0, doc="seed of the bundled set's train/test split"),
             "depth": Field(int, 3, positive, "hidden layers"),
             "w_std": Field(float, 1.4, positive, "weight standard deviation"),
             "b_std": Field(float, 0.1, positive, "bias standard deviation"),
@@ -124,5 +147,7 @@ JOB_KINDS = {
         init=_init,
         step=_step,
         finish=_finish,
+        check_data=_check_data,
+        data="optional",
     ),
 }
