@@ -81,7 +81,7 @@ def test_two_moons_and_point_clouds(key):
 
 def test_bad_input(key, monkeypatch):
     with pytest.raises(ValueError, match="name must be one of"):
-        datasets.load("mnist")
+        datasets.load("cifar10")
     with pytest.raises(ValueError, match="test_fraction"):
         datasets.load("iris", test_fraction=1.0)
     with pytest.raises(ValueError, match="kind"):
