@@ -83,8 +83,9 @@ def _classification_report(ctx, probs, labels, title: str) -> dict:
         conf, acc = np.asarray(diagram.confidence)[filled], np.asarray(diagram.accuracy)[filled]
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
         ax.plot(conf, acc, "o-", label="posterior predictive")
-        ax.set(xlabel="confidence", ylabel="accuracy", title=title)
-        ax.legend()
+        ax.set(xlabel="confidence (top-class probability)", ylabel="accuracy")
+        ax.set_title(title, fontsize=9)
+        ax.legend(fontsize=8)
         out["figures"] = [plotting.save(fig, ctx.output_dir / "reliability.png")]
     return out
 
@@ -166,7 +167,7 @@ def _bnn_finish(ctx, state):
                       out_shardings=parallel.replicated_sharding(ctx.mesh))
     probs = np.asarray(predict(state, x_test))[:n_test]
     labels = ctx.data.targets("test")
-    title = f"{ctx.data.description} ({p['family']}, {len(ctx.data.train)} training rows)"
+    title = f"{p['family']} BNN, {len(ctx.data.train)} training rows"
     report = _classification_report(ctx, jnp.asarray(probs), jnp.asarray(labels), title)
     return {"train_rows": len(ctx.data.train), "test_rows": n_test, **report, "vi_steps": int(state.step),
             "skipped_steps": int(state.num_skipped), "epochs": round(int(state.step) * p["batch_size"]
