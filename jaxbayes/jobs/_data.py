@@ -66,6 +66,8 @@ class JobData:
         self.train, self.test, self.description = train, test, description
         self.x_shape = tuple(train.x_shape)
         self.iterators: list[HostBatches] = []
+        # set by the runner on --resume: on_new_iterator(k, batches) moves the k-th iterator to its checkpoint
+        self.on_new_iterator = None
         self.num_classes = 0
         if train.has_y:
             labels = train.targets(np.arange(len(train)))
@@ -99,6 +101,8 @@ class JobData:
     def batches(self, mesh: Mesh, batch_size: int, seed: int) -> HostBatches:
         """An endless, checkpointed iterator of global training batches (see :class:`HostBatches`)."""
         iterator = HostBatches(self.train, mesh, batch_size=batch_size, seed=seed, prepare=self.prepare)
+        if self.on_new_iterator is not None:
+            self.on_new_iterator(len(self.iterators), iterator)
         self.iterators.append(iterator)
         return iterator
 

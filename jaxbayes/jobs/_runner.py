@@ -21,8 +21,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import grain
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from jaxbayes import parallel
 from jaxbayes._progress import progress
@@ -48,7 +50,6 @@ def _start_processes(distributed: dict[str, Any]) -> None:
 
 
 def _checkpoint_manager(directory: Path):
-    import orbax.checkpoint as ocp
 
     options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
     return ocp.CheckpointManager(directory.resolve(), options=options)
@@ -102,15 +103,11 @@ def startup_summary(spec: JobSpec, kind: JobKind, mesh) -> str:
     return "\n".join(lines)
 
 
-def _checkpoint_args(state, iterators, *, restore: bool):
+def _checkpoint_args(state, iterators):
     """One orbax checkpoint for the state and every data iterator (grain's own checkpoint handler)."""
-    import grain
-    import orbax.checkpoint as ocp
-
-    items = {"state": ocp.args.StandardRestore(state) if restore else ocp.args.StandardSave(state)}
+    items = {"state": ocp.args.StandardSave(state)}
     for i, batches in enumerate(iterators):
-        item = grain.checkpoint.CheckpointRestore if restore else grain.checkpoint.CheckpointSave
-        items[f"data{i}"] = item(batches.iterator)
+        items[f"data{i}"] = grain.checkpoint.CheckpointSave(batches.iterator)
     return ocp.args.Composite(**items)
 
 
@@ -156,12 +153,16 @@ def run_job(spec: JobSpec, kind: JobKind, *, resume: bool = False) -> dict[str, 
         raise JobConfigError(f"{spec.output_dir} already holds checkpoints (latest step {latest}); "
                              "pass --resume to continue, or choose another output_dir")
     replicated = parallel.replicated_sharding(mesh)
-    state = jax.device_put(kind.init(ctx), replicated)
     iterators = spec.data.iterators if spec.data is not None else []
+    if resume and latest is not None and spec.data is not None:
+        # a kind may make its iterators in init or in its first step: each is positioned when it is made
+        spec.data.on_new_iterator = lambda k, batches: manager.restore(latest, args=ocp.args.Composite(
+            **{f"data{k}": grain.checkpoint.CheckpointRestore(batches.iterator)}))
+    state = jax.device_put(kind.init(ctx), replicated)
     start = 0
     if resume and latest is not None:
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), state)
-        state = manager.restore(latest, args=_checkpoint_args(abstract, iterators, restore=True))["state"]
+        state = manager.restore(latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
         start = latest
     started = time.perf_counter()
     bar = progress(total=total, initial=start, desc=f"{spec.kind} {spec.name}", disable=None if is_main else True)
@@ -174,9 +175,9 @@ def run_job(spec: JobSpec, kind: JobKind, *, resume: bool = False) -> dict[str, 
         bar.update(1)
         done = i + 1
         if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < total:
-            manager.save(done, args=_checkpoint_args(state, iterators, restore=False))
+            manager.save(done, args=_checkpoint_args(state, iterators))
     bar.close()
-    manager.save(total, args=_checkpoint_args(state, iterators, restore=False), force=True)
+    manager.save(total, args=_checkpoint_args(state, iterators), force=True)
     manager.wait_until_finished()
     nonfinite: dict[str, str] = {}
     metrics = json_metrics(kind.finish(ctx, state), bad=nonfinite)

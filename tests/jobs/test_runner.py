@@ -152,6 +152,35 @@ def test_sigkill_mid_run_then_resume_gives_identical_result(tmp_path):
     assert resumed["metrics"] == reference["metrics"]
 
 
+def test_sigkill_of_a_data_job_mid_epoch_then_resume_reads_the_next_batch(tmp_path):
+    x, y = toy.data(1, 40)
+    np.savez(tmp_path / "d.npz", x=x, y=y)
+
+    def job(name: str, hold_at: int = -1) -> Path:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(f'kind = "toy.sgd"\noutput_dir = "{tmp_path / name}"\ncheckpoint_every = 3\n'
+                        f'[data]\npath = "d.npz"\nx = "x"\ny = "y"\ntest_fraction = 0.0\n'
+                        f"[params]\nsteps = 14\nhold_at = {hold_at}\n")
+        return path
+
+    reference = run_file(job("ref"))
+    # 40 rows in batches of 8: 5 per epoch; the kill comes at step 8, after checkpoint 6 (mid-epoch 2)
+    killed = job("killed", hold_at=8)
+    code = (f"import tests.jobs.toy; from jaxbayes.cli import main; main(['run', {str(killed)!r}, "
+            "'--cpu-devices', '8'])")  # the devices of this process, so the sums run in the same order
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stderr=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL)
+    while not (tmp_path / "killed" / "holding").exists():
+        assert proc.poll() is None, "job died before reaching step 8"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "result.json").exists()
+    resumed = run_file(job("killed"), resume=True)
+    assert resumed["resumed_from"] == 6
+    assert resumed["metrics"] == reference["metrics"]
+
+
 def two_process_job(output_dir: str) -> dict:
     """Worker (runs in each of 2 processes): the toy job on the global 2 x 4 device mesh."""
     import tests.jobs.toy  # noqa: F401  (registers the kind)

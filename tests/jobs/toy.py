@@ -43,10 +43,7 @@ def _setup(ctx):
 def _step(ctx, state, i):
     if i == ctx.params["fail_at"]:
         raise RuntimeError(f"planned failure at step {i}")
-    if i == ctx.params["hold_at"]:  # tell the test we got here (every earlier checkpoint is on disk), then wait
-        (ctx.output_dir / "holding").touch()
-        while True:
-            time.sleep(1.0)
+    _hold(ctx, i)
     update, gx, gy = _setup(ctx)
     return {"w": update(state["w"], i, gx, gy)}
 
@@ -73,4 +70,41 @@ TOY = JobKind(
     finish=_finish,
 )
 
+def _hold(ctx, i):
+    if i == ctx.params["hold_at"]:  # tell the test we got here (every earlier checkpoint is on disk), then wait
+        (ctx.output_dir / "holding").touch()
+        while True:
+            time.sleep(1.0)
+
+
+def _sgd_step(ctx, state, i):
+    """One SGD step of least squares on the next global batch of the job's [data]."""
+    _hold(ctx, i)
+    if "batches" not in ctx.cache:
+        ctx.cache["batches"] = ctx.data.batches(ctx.mesh, ctx.params["batch_size"], ctx.seed)
+        grad = jax.grad(lambda w, x, y: jnp.mean((x @ w - y) ** 2))
+        ctx.cache["update"] = jax.jit(lambda w, x, y: w - ctx.params["lr"] * grad(w, x, y),
+                                      out_shardings=parallel.replicated_sharding(ctx.mesh))
+    batch = next(ctx.cache["batches"])
+    return {"w": ctx.cache["update"](state["w"], batch["x"], batch["y"])}
+
+
+TOY_SGD = JobKind(
+    name="toy.sgd",
+    description="minibatch SGD for least squares on the job's [data] (runner tests of data jobs)",
+    params={
+        "steps": Field(int, required(), positive, "number of steps"),
+        "lr": Field(float, 0.05, positive, "step size"),
+        "batch_size": Field(int, 8, positive, "rows per global batch"),
+        "hold_at": Field(int, -1, doc="at this step write <output_dir>/holding and block (to be killed there)"),
+    },
+    num_steps=lambda p: p["steps"],
+    length_keys=("steps", "hold_at"),
+    init=_init,
+    step=_sgd_step,
+    finish=_finish,
+    data="required",
+)
+
 register_job_kind(TOY)
+register_job_kind(TOY_SGD)
