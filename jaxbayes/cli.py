@@ -176,7 +176,7 @@ def _validate(args: argparse.Namespace) -> int:
     job = Path(args.job)
     if not job.is_file():
         raise UsageError(f"job file not found: {job}")
-    from jaxbayes.jobs import JobConfigError, job_kinds, load_job
+    from jaxbayes.jobs import JobConfigError, job_kinds, load_job, plan_lines
 
     kinds = job_kinds()
     try:
@@ -185,10 +185,8 @@ def _validate(args: argparse.Namespace) -> int:
         raise UsageError(str(err)) from err
     kind = kinds[spec.kind]
     print(f"{job}: valid {spec.kind} job ({kind.num_steps(spec.params)} steps); output: {spec.output_dir}")
-    if spec.data is not None:
-        print(f"  data: {spec.data.summary()}")
-    if kind.summary is not None:
-        print(f"  plan: {kind.summary(spec.params, spec.data)}")
+    for line in plan_lines(spec, kind):
+        print(line)
     return 0
 
 

@@ -21,6 +21,7 @@ from jaxbayes.jobs._data import open_job_data as open_job_data
 from jaxbayes.jobs._kind import JobContext as JobContext
 from jaxbayes.jobs._kind import JobKind as JobKind
 from jaxbayes.jobs._loader import HostBatches as HostBatches
+from jaxbayes.jobs._runner import plan_lines as plan_lines
 from jaxbayes.jobs._runner import run_job as run_job
 from jaxbayes.jobs._runner import run_job_file as run_job_file
 from jaxbayes.jobs._sources import open_source as open_source
@@ -42,6 +43,7 @@ __all__ = [
     "one_of",
     "open_job_data",
     "open_source",
+    "plan_lines",
     "positive",
     "register_job_kind",
     "required",

@@ -117,7 +117,6 @@ class JobSpec(NamedTuple):
     checkpoint_every: int
     distributed: dict[str, Any]
     params: dict[str, Any]
-    data_table: dict[str, Any] = {}
     data: Any = None  # the opened JobData, or None for kinds that read no [data] table
     length_keys: tuple[str, ...] = ()
 
@@ -125,7 +124,8 @@ class JobSpec(NamedTuple):
         """What decides a run's result, which a resumed run must share (``<output_dir>/job.json`` holds it):
         kind, seed, ``[data]`` and ``[params]`` except the kind's ``length_keys``."""
         params = {k: v for k, v in self.params.items() if k not in self.length_keys}
-        return {"kind": self.kind, "seed": self.seed, "params": params, "data": self.data_table}
+        data = self.data.table if self.data is not None else {}
+        return {"kind": self.kind, "seed": self.seed, "params": params, "data": data}
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -181,13 +181,12 @@ def load_job(path: str | Path, kinds: Mapping[str, Any], overrides: Sequence[str
     if kind.data == "required" and not top["data"]:
         raise JobConfigError(f"data: kind {top['kind']!r} needs a [data] table (path = ... or name = ...)")
     if top["data"]:
-        from jaxbayes.jobs._data import DATA, open_job_data
+        from jaxbayes.jobs._data import open_job_data
 
         data = open_job_data(top["data"], base=path.parent)
-        top["data"] = validate(top["data"], DATA, "data")
         if kind.check_data is not None and (complaint := kind.check_data(params, data)):
             raise JobConfigError(complaint)
     name = top["name"] or path.stem
     output_dir = Path(top["output_dir"] or Path("jaxbayes-runs") / name)
     return JobSpec(top["kind"], name, output_dir, top["seed"], top["checkpoint_every"], distributed, params,
-                   top["data"], data, kind.length_keys)
+                   data, kind.length_keys)

@@ -58,6 +58,7 @@ class JobData:
       train, test: row sources (``test`` may be ``None`` with ``test_fraction = 0`` and no ``test_path``).
       x_shape: the shape of one input row; ``num_classes``: ``max(y) + 1`` for integer labels, else 0.
       description: one line for the startup summary.
+      table: the validated ``[data]`` table it was opened from (set by :func:`open_job_data`).
       iterators: the :class:`HostBatches` handed out, whose state the runner checkpoints.
     """
 
@@ -66,6 +67,7 @@ class JobData:
         self.train, self.test, self.description = train, test, description
         self.x_shape = tuple(train.x_shape)
         self.iterators: list[HostBatches] = []
+        self.table: dict[str, Any] = {}
         # set by the runner on --resume: on_new_iterator(k, batches) moves the k-th iterator to its checkpoint
         self.on_new_iterator = None
         self.num_classes = 0
@@ -165,8 +167,15 @@ def _bundled(name: str, table: Mapping[str, Any]) -> JobData:
 
 def open_job_data(table: Mapping[str, Any], base: Path = Path(".")) -> JobData:
     """Validate a ``[data]`` table and open its sources (relative paths are relative to ``base``, the job
-    file's folder); raises :class:`JobConfigError` naming the key on any problem."""
+    file's folder); raises :class:`JobConfigError` naming the key on any problem. The validated table, with
+    defaults filled in, is the result's ``table``."""
     table = validate(table, DATA, "data")
+    data = _open(table, base)
+    data.table = table
+    return data
+
+
+def _open(table: Mapping[str, Any], base: Path) -> JobData:
     if bool(table["name"]) == bool(table["path"]):
         raise JobConfigError("data.path: give exactly one of data.path (your files) and data.name (a bundled set)")
     if isinstance(table["x"], list) and not all(isinstance(c, str) for c in table["x"]):

@@ -50,7 +50,6 @@ def _start_processes(distributed: dict[str, Any]) -> None:
 
 
 def _checkpoint_manager(directory: Path):
-
     options = ocp.CheckpointManagerOptions(max_to_keep=2, enable_async_checkpointing=False)
     return ocp.CheckpointManager(directory.resolve(), options=options)
 
@@ -90,17 +89,21 @@ def _check_same_job(spec: JobSpec) -> None:
                                  f"is {new!r}); choose another output_dir")
 
 
+def plan_lines(spec: JobSpec, kind: JobKind, processes: int | None = None) -> list[str]:
+    """The ``data:`` and ``plan:`` lines that ``jaxbayes validate`` and the start-up summary print."""
+    lines = [f"  data: {spec.data.summary(processes)}"] if spec.data is not None else []
+    if kind.summary is not None:
+        lines.append(f"  plan: {kind.summary(spec.params, spec.data)}")
+    return lines
+
+
 def startup_summary(spec: JobSpec, kind: JobKind, mesh) -> str:
-    """What the run is about to do: kind, data per process, mesh, devices and the output folder."""
+    """What the run is about to do: kind, data per process, mesh, devices, the plan and the output folder."""
     lines = [f"jaxbayes run: {spec.kind} ({kind.description})",
              f"  mesh {dict(mesh.shape)} over {jax.device_count()} devices ({jax.devices()[0].device_kind}), "
              f"{jax.process_count()} processes, {jax.local_device_count()} devices on this one",
              f"  output: {spec.output_dir}"]
-    if spec.data is not None:
-        lines.insert(1, f"  data: {spec.data.summary(jax.process_count())}")
-    if kind.summary is not None:
-        lines.append(f"  plan: {kind.summary(spec.params, spec.data)}")
-    return "\n".join(lines)
+    return "\n".join(lines + plan_lines(spec, kind, jax.process_count()))
 
 
 def _checkpoint_args(state, iterators):

@@ -52,7 +52,8 @@ class ArraySource:
         return len(self.x)
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
-        return self.rows(np.asarray([index]))
+        """One row ``{"x": x_i, "y": y_i}`` (grain's random-access protocol)."""
+        return {k: v[0] for k, v in self.rows(np.asarray([index])).items()}
 
     @property
     def x_shape(self) -> tuple[int, ...]:
