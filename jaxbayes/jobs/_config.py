@@ -183,7 +183,8 @@ def load_job(path: str | Path, kinds: Mapping[str, Any], overrides: Sequence[str
     if top["data"]:
         from jaxbayes.jobs._data import open_job_data
 
-        data = open_job_data(top["data"], base=path.parent)
+        opener = kind.open_data or (lambda table, base: open_job_data(table, base=base))
+        data = opener(top["data"], path.parent)
         if kind.check_data is not None and (complaint := kind.check_data(params, data)):
             raise JobConfigError(complaint)
     name = top["name"] or path.stem

@@ -56,6 +56,11 @@ class JobKind(NamedTuple):
       check_data: optional ``check_data(params, data) -> str | None`` for checks that need the opened data.
       data: ``"none"`` (the kind reads no ``[data]`` table), ``"required"`` or ``"optional"``.
       summary: optional ``summary(params, data) -> str``: what the run will do and cost, printed at start-up.
+      open_data: optional ``open_data(table, base_dir) -> data`` for a kind whose ``[data]`` table is not one
+        data set (``ot.solve`` reads two point sets): it validates ``table`` itself (paths relative to
+        ``base_dir``, the job file's folder; raise :class:`jaxbayes.jobs.JobConfigError` naming the key) and
+        returns what ``ctx.data`` becomes, an object with ``table`` (the validated table, part of the run's
+        fingerprint), ``summary(processes) -> str`` and ``iterators`` (a list, empty when it makes none).
       length_keys: ``[params]`` keys that only say how far the run goes, so a resumed run may change them (a
         longer run continues a shorter one); every other key must equal the checkpointed run's. A key that
         also shapes the steps (a schedule over the total length) must not be listed.
@@ -73,3 +78,4 @@ class JobKind(NamedTuple):
     data: str = "none"
     summary: Callable[[Mapping[str, Any], Any], str] | None = None
     length_keys: tuple[str, ...] = ()
+    open_data: Callable[[Mapping[str, Any], Path], Any] | None = None
