@@ -42,6 +42,7 @@ from jaxbayes.kernels._gp import infinite_ensemble_posterior as infinite_ensembl
 from jaxbayes.kernels._gp import log_marginal_likelihood as log_marginal_likelihood
 from jaxbayes.kernels._gram import KernelMatrices as KernelMatrices
 from jaxbayes.kernels._gram import gram as gram
+from jaxbayes.kernels._kernel import DiagonalKernel as DiagonalKernel
 from jaxbayes.kernels._kernel import Kernel as Kernel
 from jaxbayes.kernels._kernel import Layer as Layer
 from jaxbayes.kernels._kernel import gram_kernel as gram_kernel
@@ -88,8 +89,9 @@ from jaxbayes.kernels._student_t import student_t_predictive_logpdf as student_t
 
 __all__ = [
     "ABReLU", "Abs", "CG", "CGResult", "Cholesky", "CholeskyResult", "Conv", "Cos", "CrossOperator", "DKM",
-    "DKMInfo", "DKMParams", "DKMPrediction", "DKMState", "Dense", "Erf", "Exp", "FanInSum", "FanOut", "FitResult",
-    "Flatten", "GELU", "GPConditioned", "GPPosterior", "GPSolver", "GlobalAvgPool", "Identity", "Kernel",
+    "DKMInfo", "DKMParams", "DKMPrediction", "DKMState", "Dense", "DiagonalKernel", "Erf", "Exp", "FanInSum",
+    "FanOut", "FitResult", "Flatten", "GELU", "GPConditioned", "GPPosterior", "GPSolver", "GlobalAvgPool", "Identity",
+    "Kernel",
     "KernelMatrices", "KernelOperator", "LMLEstimate", "LaplaceMulticlass", "Layer", "LeakyReLU",
     "MonteCarloKernel", "OperatorConditioned", "QuadLogdet", "Rbf", "ReLU", "ScaleMixturePosterior", "Sin",
     "StudentTClassification", "StudentTPosterior", "as_solver", "cg_solve", "dkm", "dkm_layers", "empirical_ntk",

@@ -44,7 +44,9 @@ def serial(*layers: Layer) -> Layer:
             k = layer.kernel_map(k)
         return k
 
-    return make_layer(init_fn, apply_fn, kernel_map)
+    # what the composition reads of its input: what its first non-pointwise layer reads
+    spatial = next((layer.spatial for layer in layers if layer.spatial != "pointwise"), "pointwise")
+    return make_layer(init_fn, apply_fn, kernel_map, spatial)
 
 
 def parallel(*layers: Layer) -> Layer:

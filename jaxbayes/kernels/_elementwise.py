@@ -81,7 +81,7 @@ def _elementwise_map(kernels_fn: Callable) -> Callable[[Kernel], Kernel]:
         nngp, ntk = _rowwise(cross_rows, c, k.ntk, cross[0])
         var1 = _rowwise(nngp_only, k.var1, *self1)
         var2 = None if k.var2 is None else _rowwise(nngp_only, k.var2, *self2)
-        return Kernel(nngp, ntk, var1, var2)
+        return type(k)(nngp, ntk, var1, var2)
 
     return kernel_map
 
@@ -91,7 +91,8 @@ def _elementwise_map(kernels_fn: Callable) -> Callable[[Kernel], Kernel]:
 def elementwise(fn: Callable, kernels_fn: Callable) -> Layer:
     """The layer ``x -> fn(x)`` (shape-preserving, no parameters) whose kernel map is built from
     ``kernels_fn(c, qa, qb) -> (E[phi phi], E[phi' phi'] or None)``: one new nonlinearity is one call."""
-    return make_layer(lambda key, shape: (tuple(shape), {}), lambda params, x: fn(x), _elementwise_map(kernels_fn))
+    return make_layer(lambda key, shape: (tuple(shape), {}), lambda params, x: fn(x), _elementwise_map(kernels_fn),
+                      "pointwise")
 
 
 def ABReLU(a: ArrayLike, b: ArrayLike) -> Layer:  # noqa: N802

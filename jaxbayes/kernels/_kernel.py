@@ -46,6 +46,20 @@ class Kernel(NamedTuple):
     var2: Array | None
 
 
+class DiagonalKernel(Kernel):
+    """A :class:`Kernel` that keeps only the spatial diagonal: ``nngp``/``ntk`` ``(n, m, *S)``, ``var1`` ``(n, *S)``.
+
+    Convolutions, dense layers and nonlinearities map the diagonal entries ``K[i, i]`` of a kernel to
+    diagonal entries using diagonal entries only (a convolution's filter shifts both positions together), and
+    :func:`Flatten` averages the diagonal. A network whose spatial part ends in ``Flatten`` therefore needs
+    ``prod(S)`` numbers per pair of points instead of ``prod(S)^2`` (Novak et al., ICLR 2019, section 3.1;
+    neural-tangents' ``diagonal_spatial``); ``kernel_fn`` switches to this layout by itself (see
+    :attr:`Layer.spatial`). A subclass, so its layout travels with the type through ``jit`` and ``lax.map``.
+    """
+
+    __slots__ = ()
+
+
 class Layer(NamedTuple):
     """A network layer: finite-width ``init_fn``/``apply_fn`` and infinite-width ``kernel_map``/``kernel_fn``.
 
@@ -54,20 +68,28 @@ class Layer(NamedTuple):
       apply_fn: ``(params, x) -> y`` on a batch ``x`` of shape ``(batch, *input_shape)``.
       kernel_map: ``Kernel -> Kernel``, the layer's closed-form action on NNGP and NTK.
       kernel_fn: ``(x1, x2=None) -> Kernel`` for the network that starts with this layer.
+      spatial: which spatial pairs of its input kernel the layer reads: ``"pointwise"`` (output diagonal
+        from input diagonal: dense, convolution, nonlinearities), ``"readout"`` (only the diagonal,
+        whatever follows: :func:`Flatten`) or ``"all_pairs"`` (pooling, and any layer that does not say).
+        A network whose first non-pointwise layer is a readout computes in the :class:`DiagonalKernel` layout.
     """
 
     init_fn: Callable
     apply_fn: Callable
     kernel_map: Callable[[Any], Any]
     kernel_fn: Callable[..., Any]
+    spatial: str = "all_pairs"
 
 
 # ----------------------------------------------------------------------------------------------------
 # layout helpers
 
 
+SPATIAL_ACCESS = ("pointwise", "readout", "all_pairs")
+
+
 def num_spatial(k: Kernel) -> int:
-    return (k.nngp.ndim - 2) // 2
+    return k.nngp.ndim - 2 if isinstance(k, DiagonalKernel) else (k.nngp.ndim - 2) // 2
 
 
 def spatial_diagonal(var: Array, s: int) -> Array:
@@ -81,6 +103,11 @@ def spatial_diagonal(var: Array, s: int) -> Array:
 
 def diagonal_pairs(k: Kernel) -> tuple[tuple[Array, Array], tuple[Array, Array], tuple[Array, Array] | None]:
     """Broadcastable (q_a, q_b) diagonal pairs for the cross kernel, var1 and var2 layouts."""
+    if isinstance(k, DiagonalKernel):
+        d1 = k.var1
+        d2 = d1 if k.var2 is None else k.var2
+        self2 = None if k.var2 is None else (d2, d2)
+        return (d1[:, None], unshard(d2)[None]), (d1, d1), self2
     s = num_spatial(k)
     d1 = spatial_diagonal(k.var1, s)
     d2 = d1 if k.var2 is None else spatial_diagonal(k.var2, s)
@@ -101,10 +128,23 @@ def diagonal_pairs(k: Kernel) -> tuple[tuple[Array, Array], tuple[Array, Array],
 _UNROLL_CHANNELS = 16
 
 
-def unchecked_input_kernel(x1: Array, x2: Array | None) -> Kernel:
-    """Kernels of the inputs themselves: ``x1 . x2 / channels`` per spatial pair; NTK zero."""
+def unchecked_input_kernel(x1: Array, x2: Array | None, *, diagonal: bool = False) -> Kernel:
+    """Kernels of the inputs themselves: ``x1 . x2 / channels`` per spatial pair; NTK zero.
+
+    With ``diagonal=True`` (spatial inputs) only the pairs at the same position, a :class:`DiagonalKernel`.
+    """
     s = x1.ndim - 2
     c = x1.shape[-1]
+    if diagonal and s:
+        other = unshard(x1 if x2 is None else x2)
+        n, m = x1.shape[0], other.shape[0]
+        a, b = x1.reshape(n, 1, *x1.shape[1:]), other.reshape(1, m, *other.shape[1:])
+        nngp = a[..., 0] * b[..., 0]  # a broadcast product over few channels fuses into one pass
+        for z in range(1, c):
+            nngp = nngp + a[..., z] * b[..., z]
+        nngp = nngp / c
+        var2 = None if x2 is None else jnp.mean(jnp.square(x2), axis=-1)
+        return DiagonalKernel(nngp, jnp.zeros_like(nngp), jnp.mean(jnp.square(x1), axis=-1), var2)
     letters = "abcdefgh"[:s]
     upper = letters.upper()
     var_spec = f"n{letters}z,n{upper}z->n{letters}{upper}"
@@ -147,16 +187,19 @@ def validate_inputs(x1: ArrayLike, x2: ArrayLike | None) -> tuple[Array, Array |
     return x1.astype(dtype), x2.astype(dtype)
 
 
-def make_layer(init_fn: Callable, apply_fn: Callable, kernel_map: Callable) -> Layer:
+def make_layer(init_fn: Callable, apply_fn: Callable, kernel_map: Callable, spatial: str = "all_pairs") -> Layer:
+    if spatial not in SPATIAL_ACCESS:
+        raise ValueError(f"spatial must be one of {SPATIAL_ACCESS}, got {spatial!r}")
+
     def kernel_fn(x1: ArrayLike, x2: ArrayLike | None = None) -> Kernel:
         """Infinite-width NNGP and NTK kernels between ``x1`` and ``x2`` (``x1`` itself if omitted)."""
         a, b = validate_inputs(x1, x2)
-        out = kernel_map(unchecked_input_kernel(a, b))
+        out = kernel_map(unchecked_input_kernel(a, b, diagonal=spatial == "readout"))
         if not isinstance(out, Kernel):
             raise TypeError("the network ends with several branches; finish it with FanInSum()")
         return out
 
-    return Layer(init_fn, apply_fn, kernel_map, kernel_fn)
+    return Layer(init_fn, apply_fn, kernel_map, kernel_fn, spatial)
 
 
 def input_kernel(x1: ArrayLike, x2: ArrayLike | None = None) -> Kernel:
@@ -176,6 +219,6 @@ def gram_kernel(gram: ArrayLike, var1: ArrayLike, var2: ArrayLike | None = None)
 
 
 __all__ = [
-    "Kernel", "Layer", "diagonal_pairs", "gram_kernel", "input_kernel", "make_layer", "num_spatial",
-    "spatial_diagonal", "unchecked_input_kernel", "validate_inputs",
+    "SPATIAL_ACCESS", "DiagonalKernel", "Kernel", "Layer", "diagonal_pairs", "gram_kernel", "input_kernel",
+    "make_layer", "num_spatial", "spatial_diagonal", "unchecked_input_kernel", "validate_inputs",
 ]

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbayes._checks import check_choice, check_int_range, check_positive
-from jaxbayes.kernels._kernel import Kernel, Layer, make_layer, num_spatial, spatial_diagonal
+from jaxbayes.kernels._kernel import DiagonalKernel, Kernel, Layer, make_layer, num_spatial, spatial_diagonal
 from jaxbayes.typing import Array, ArrayLike
 
 
@@ -59,14 +59,15 @@ def Dense(out_dim: int = 512, W_std: ArrayLike = 1.0, b_std: ArrayLike = 0.0) ->
     def kernel_map(k: Kernel) -> Kernel:
         w2, b2 = jnp.square(W_std), jnp.square(b_std)
         nngp = w2 * k.nngp + b2
-        return Kernel(nngp, w2 * k.ntk + nngp, w2 * k.var1 + b2,
-                      None if k.var2 is None else w2 * k.var2 + b2)
+        return type(k)(nngp, w2 * k.ntk + nngp, w2 * k.var1 + b2,
+                       None if k.var2 is None else w2 * k.var2 + b2)
 
-    return make_layer(init_fn, apply_fn, kernel_map)
+    return make_layer(init_fn, apply_fn, kernel_map, "pointwise")
 
 
-def _conv_pairs(x: Array, batch: int, filter_shape: tuple[int, ...], padding: str) -> Array:
-    """Average over filter offsets ``d`` of ``x[..., i + d, j + d]`` (both spatial blocks shifted together).
+def _conv_pairs(x: Array, batch: int, filter_shape: tuple[int, ...], padding: str, blocks: int = 2) -> Array:
+    """Average over filter offsets ``d`` of ``x[..., i + d, j + d]`` (both spatial blocks shifted together);
+    with ``blocks=1`` of ``x[..., i + d]`` (the :class:`DiagonalKernel` layout, one block of positions).
 
     The same sum as neural-tangents' convolution of the covariance with a diagonal filter (Novak et al.,
     2019), written as ``prod(filter_shape)`` shifted slices, each zero-padded to the output shape, which XLA
@@ -90,9 +91,9 @@ def _conv_pairs(x: Array, batch: int, filter_shape: tuple[int, ...], padding: st
             first, last = max(start, 0), min(start + o, h)  # input rows that land inside the output
             src.append(slice(first, last))
             pads.append((first - start, start + o - last))
-        term = x[(slice(None),) * batch + tuple(src) * 2]
+        term = x[(slice(None),) * batch + tuple(src) * blocks]
         if any(p != (0, 0) for p in pads):
-            term = jnp.pad(term, [(0, 0)] * batch + pads * 2)
+            term = jnp.pad(term, [(0, 0)] * batch + pads * blocks)
         total = term if total is None else total + term
     return total / math.prod(filter_shape)
 
@@ -146,18 +147,25 @@ def Conv(out_chan: int = 64, filter_shape: Sequence[int] = (3, 3), W_std: ArrayL
         if num_spatial(k) != s:
             raise ValueError(f"Conv with {s} spatial axes got a kernel with {num_spatial(k)} spatial axes")
         w2, b2 = jnp.square(W_std), jnp.square(b_std)
-        nngp = w2 * _conv_pairs(k.nngp, 2, filter_shape, padding) + b2
-        # = W_std^2 mean_d Theta + K' by linearity; one stencil pass per output (no shared shifted slices)
-        ntk = w2 * _conv_pairs(k.ntk + k.nngp, 2, filter_shape, padding) + b2
-        var1 = w2 * _conv_pairs(k.var1, 1, filter_shape, padding) + b2
-        var2 = None if k.var2 is None else w2 * _conv_pairs(k.var2, 1, filter_shape, padding) + b2
-        return Kernel(nngp, ntk, var1, var2)
+        blocks = 1 if isinstance(k, DiagonalKernel) else 2
 
-    return make_layer(init_fn, apply_fn, kernel_map)
+        def stencil(x, batch):
+            return w2 * _conv_pairs(x, batch, filter_shape, padding, blocks) + b2
+
+        # ntk = W_std^2 mean_d Theta + K' by linearity; one stencil pass per output (no shared shifted slices)
+        var2 = None if k.var2 is None else stencil(k.var2, 1)
+        return type(k)(stencil(k.nngp, 2), stencil(k.ntk + k.nngp, 2), stencil(k.var1, 1), var2)
+
+    return make_layer(init_fn, apply_fn, kernel_map, "pointwise")
 
 
 def Flatten() -> Layer:  # noqa: N802
-    """Flatten ``(batch, *S, C)`` to ``(batch, prod(S) * C)``; the kernel averages the spatial diagonal."""
+    """Flatten ``(batch, *S, C)`` to ``(batch, prod(S) * C)``; the kernel averages the spatial diagonal.
+
+    It reads only the diagonal, so a network whose spatial layers before it are all pointwise (convolutions,
+    nonlinearities) computes in the :class:`DiagonalKernel` layout: ``prod(S)`` numbers per pair of points,
+    not ``prod(S)^2``.
+    """
 
     def init_fn(key, input_shape):
         return (math.prod(input_shape),), {}
@@ -169,6 +177,11 @@ def Flatten() -> Layer:  # noqa: N802
         s = num_spatial(k)
         if s == 0:
             return k
+        if isinstance(k, DiagonalKernel):
+            def mean(x, batch):
+                return None if x is None else jnp.mean(x.reshape(*x.shape[:batch], -1), axis=-1)
+
+            return Kernel(mean(k.nngp, 2), mean(k.ntk, 2), mean(k.var1, 1), mean(k.var2, 1))
 
         def cross(x):
             n, m = x.shape[:2]
@@ -180,7 +193,7 @@ def Flatten() -> Layer:  # noqa: N802
 
         return Kernel(cross(k.nngp), cross(k.ntk), own(k.var1), own(k.var2))
 
-    return make_layer(init_fn, apply_fn, kernel_map)
+    return make_layer(init_fn, apply_fn, kernel_map, "readout")
 
 
 def GlobalAvgPool() -> Layer:  # noqa: N802
@@ -196,6 +209,8 @@ def GlobalAvgPool() -> Layer:  # noqa: N802
         s = num_spatial(k)
         if s == 0:
             return k
+        if isinstance(k, DiagonalKernel):
+            raise ValueError("GlobalAvgPool needs every spatial pair of its input kernel, got a DiagonalKernel")
         red2 = tuple(range(2, 2 + 2 * s))
         red1 = tuple(range(1, 1 + 2 * s))
         return Kernel(jnp.mean(k.nngp, red2), jnp.mean(k.ntk, red2), jnp.mean(k.var1, red1),
@@ -206,7 +221,7 @@ def GlobalAvgPool() -> Layer:  # noqa: N802
 
 def Identity() -> Layer:  # noqa: N802
     """The identity ``phi(x) = x`` (kernels unchanged)."""
-    return make_layer(lambda key, shape: (tuple(shape), {}), lambda params, x: x, lambda k: k)
+    return make_layer(lambda key, shape: (tuple(shape), {}), lambda params, x: x, lambda k: k, "pointwise")
 
 
 __all__ = ["Conv", "Dense", "Flatten", "GlobalAvgPool", "Identity"]
