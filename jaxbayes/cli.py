@@ -35,7 +35,8 @@ class _Parser(argparse.ArgumentParser):
         lines = [super().format_help(), "job kinds ([params] keys: type, default; description):"]
         for name, kind in sorted(job_kinds().items()):
             lines.append(f"  {name}: {kind.description}")
-            for key, field in kind.params.items():
+            keys = [*kind.params.items(), *((f"[data] {k}", f) for k, f in kind.data_fields.items())]
+            for key, field in keys:
                 types = field.type if isinstance(field.type, tuple) else (field.type,)
                 default = "required" if field.default is _required_marker() else repr(field.default)
                 lines.append(f"      {key} ({'/'.join(t.__name__ for t in types)}, {default}): {field.doc}")
@@ -176,7 +177,7 @@ def _validate(args: argparse.Namespace) -> int:
     job = Path(args.job)
     if not job.is_file():
         raise UsageError(f"job file not found: {job}")
-    from jaxbayes.jobs import JobConfigError, job_kinds, load_job, plan_lines
+    from jaxbayes.jobs import JobConfigError, count_steps, job_kinds, load_job, plan_lines
 
     kinds = job_kinds()
     try:
@@ -184,7 +185,8 @@ def _validate(args: argparse.Namespace) -> int:
     except JobConfigError as err:
         raise UsageError(str(err)) from err
     kind = kinds[spec.kind]
-    print(f"{job}: valid {spec.kind} job ({kind.num_steps(spec.params)} steps); output: {spec.output_dir}")
+    steps = count_steps(kind, spec.params, spec.data)
+    print(f"{job}: valid {spec.kind} job ({steps} steps); output: {spec.output_dir}")
     for line in plan_lines(spec, kind):
         print(line)
     return 0

@@ -28,6 +28,8 @@ def test_run_help_lists_every_job_kind_and_its_keys(capsys):
     for name, kind in job_kinds().items():
         assert f"  {name}: {kind.description}" in out
         assert all(f"      {key} (" in out for key in kind.params)
+        assert all(f"      [data] {key} (" in out for key in kind.data_fields)
+    assert "      [data] source (str, required)" in out  # ot.solve reads its own two point sets
 
 
 @pytest.mark.parametrize("argv,message", [

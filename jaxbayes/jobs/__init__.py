@@ -20,6 +20,7 @@ from jaxbayes.jobs._data import JobData as JobData
 from jaxbayes.jobs._data import open_job_data as open_job_data
 from jaxbayes.jobs._kind import JobContext as JobContext
 from jaxbayes.jobs._kind import JobKind as JobKind
+from jaxbayes.jobs._kind import count_steps as count_steps
 from jaxbayes.jobs._loader import HostBatches as HostBatches
 from jaxbayes.jobs._runner import plan_lines as plan_lines
 from jaxbayes.jobs._runner import run_job as run_job
@@ -37,6 +38,7 @@ __all__ = [
     "JobKind",
     "JobSpec",
     "apply_overrides",
+    "count_steps",
     "job_kinds",
     "load_job",
     "non_negative",

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from jax.sharding import Mesh
@@ -46,7 +48,8 @@ class JobKind(NamedTuple):
       name: the ``kind`` string of job files, ``"<pillar>.<what>"``.
       description: one line for listings.
       params: the schema of the ``[params]`` table.
-      num_steps: ``num_steps(params) -> int``.
+      num_steps: ``num_steps(params) -> int``, or ``num_steps(params, data) -> int`` for a kind whose length
+        depends on its data (``kernels.gram``: the number of tiles); see :func:`count_steps`.
       init: ``init(ctx) -> state``, a pytree of arrays (checkpointed with orbax).
       step: ``step(ctx, state, i) -> state`` for step index ``i``; must depend only on its inputs.
       finish: ``finish(ctx, state) -> dict`` of JSON-able metrics; on process 0 it may write PNGs into
@@ -61,6 +64,7 @@ class JobKind(NamedTuple):
         ``base_dir``, the job file's folder; raise :class:`jaxbayes.jobs.JobConfigError` naming the key) and
         returns what ``ctx.data`` becomes, an object with ``table`` (the validated table, part of the run's
         fingerprint), ``summary(processes) -> str`` and ``iterators`` (a list, empty when it makes none).
+      data_fields: the schema of such a kind's own ``[data]`` keys, for ``jaxbayes run --help``.
       length_keys: ``[params]`` keys that only say how far the run goes, so a resumed run may change them (a
         longer run continues a shorter one); every other key must equal the checkpointed run's. A key that
         also shapes the steps (a schedule over the total length) must not be listed.
@@ -69,7 +73,7 @@ class JobKind(NamedTuple):
     name: str
     description: str
     params: Mapping[str, Field]
-    num_steps: Callable[[Mapping[str, Any]], int]
+    num_steps: Callable[..., int]
     init: Callable[[JobContext], PyTree]
     step: Callable[[JobContext, PyTree, int], PyTree]
     finish: Callable[[JobContext, PyTree], dict[str, Any]]
@@ -79,3 +83,12 @@ class JobKind(NamedTuple):
     summary: Callable[[Mapping[str, Any], Any], str] | None = None
     length_keys: tuple[str, ...] = ()
     open_data: Callable[[Mapping[str, Any], Path], Any] | None = None
+    data_fields: Mapping[str, Field] = MappingProxyType({})
+
+
+def count_steps(kind: JobKind, params: Mapping[str, Any], data: Any) -> int:
+    """How many steps ``kind`` runs: ``num_steps(params)``, or ``num_steps(params, data)`` if it takes two
+    arguments."""
+    if len(inspect.signature(kind.num_steps).parameters) >= 2:
+        return int(kind.num_steps(params, data))
+    return int(kind.num_steps(params))

@@ -29,7 +29,7 @@ import orbax.checkpoint as ocp
 from jaxbayes import parallel
 from jaxbayes._progress import progress
 from jaxbayes.jobs._config import JobConfigError, JobSpec, load_job
-from jaxbayes.jobs._kind import JobContext, JobKind
+from jaxbayes.jobs._kind import JobContext, JobKind, count_steps
 
 
 def _start_processes(distributed: dict[str, Any]) -> None:
@@ -149,7 +149,7 @@ def run_job(spec: JobSpec, kind: JobKind, *, resume: bool = False) -> dict[str, 
         print(startup_summary(spec, kind, mesh), flush=True)
         _write_atomic(spec.output_dir / "job.json", json.dumps(spec.fingerprint(), indent=2))
     ctx = JobContext(spec.params, jax.random.key(spec.seed), mesh, spec.output_dir, is_main, {}, spec.data, spec.seed)
-    total = kind.num_steps(spec.params)
+    total = count_steps(kind, spec.params, spec.data)
     manager = _checkpoint_manager(spec.output_dir / "checkpoints")
     latest = manager.latest_step()
     if latest is not None and not resume:

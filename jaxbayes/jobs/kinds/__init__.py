@@ -8,6 +8,7 @@ import importlib
 from jaxbayes.jobs._kind import JobKind
 
 BUILTIN = ("jaxbayes.jobs.kinds.sde", "jaxbayes.jobs.kinds.ot", "jaxbayes.jobs.kinds.kernels",
+           "jaxbayes.jobs.kinds.kernels_gram",
            "jaxbayes.jobs.kinds.gp", "jaxbayes.jobs.kinds.vi")
 
 _EXTRA: dict[str, JobKind] = {}

@@ -142,7 +142,7 @@ class PointSets:
 
     def summary(self, processes: int | None = None) -> str:
         """One line: both point sets, their files and weights, and each process's share."""
-        share = f"; each of {processes} processes reads 1/{processes} of the points" if processes else ""
+        share = f"; each of {processes} processes reads 1/{processes} of the points" if (processes or 0) > 1 else ""
         return f"{self._describe('source')}, {self._describe('target')}{share}"
 
 
@@ -440,5 +440,6 @@ JOB_KINDS = {
         data="required",
         summary=_solve_summary,
         open_data=open_point_sets,
+        data_fields=DATA,
     ),
 }

@@ -13,7 +13,8 @@ import optax
 
 from jaxbayes import datasets, parallel
 from jaxbayes.jobs import Field, JobKind, one_of, positive, required
-from jaxbayes.vi import GaussianPrior, bnn_vi, fit, gaussian_vi, metrics, ssvi
+from jaxbayes.jobs.kinds._reports import classification_report
+from jaxbayes.vi import GaussianPrior, bnn_vi, fit, gaussian_vi, ssvi
 
 _CLASSIFICATION = ("breast_cancer", "digits", "iris", "wine")
 
@@ -66,36 +67,12 @@ def _step(ctx, state, i):
     return run(state, data)
 
 
-def _classification_report(ctx, probs, labels, title: str) -> dict:
-    """Test accuracy, NLL and ECE of predictive probabilities, and (process 0) a reliability plot."""
-    out = {
-        "test_accuracy": float(metrics.accuracy(probs, labels)),
-        "test_nll": float(metrics.nll(probs, labels)),
-        "test_ece": float(metrics.ece(probs, labels)),
-    }
-    if ctx.is_main:
-        diagram = metrics.reliability_diagram(probs, labels)
-        from jaxbayes.demos import plotting
-
-        fig, ax = plotting.figure()
-        ax = ax[0][0]
-        filled = np.asarray(diagram.count) > 0
-        conf, acc = np.asarray(diagram.confidence)[filled], np.asarray(diagram.accuracy)[filled]
-        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
-        ax.plot(conf, acc, "o-", label="posterior predictive")
-        ax.set(xlabel="confidence (top-class probability)", ylabel="accuracy")
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=8)
-        out["figures"] = [plotting.save(fig, ctx.output_dir / "reliability.png")]
-    return out
-
-
 def _finish(ctx, state):
     ds, _, n, alg, _, _ = _setup(ctx)
     draws = alg.sample(jax.random.fold_in(ctx.key, -1 % 2**31), state, 256)
     logits = jnp.einsum("nd,sdk->snk", ds.x_test, draws["w"]) + draws["b"][:, None, :]
     probs = jax.nn.softmax(logits).mean(0)
-    report = _classification_report(ctx, probs, ds.y_test, f"{ctx.params['dataset']} ({ctx.params['family']})")
+    report = classification_report(ctx, probs, ds.y_test, f"{ctx.params['dataset']} ({ctx.params['family']})")
     return {"train_rows_used": n, **report, "vi_steps": int(state.step), "skipped_steps": int(state.num_skipped)}
 
 
@@ -168,7 +145,7 @@ def _bnn_finish(ctx, state):
     probs = np.asarray(predict(state, x_test))[:n_test]
     labels = ctx.data.targets("test")
     title = f"{p['family']} BNN, {len(ctx.data.train)} training rows"
-    report = _classification_report(ctx, jnp.asarray(probs), jnp.asarray(labels), title)
+    report = classification_report(ctx, jnp.asarray(probs), jnp.asarray(labels), title)
     return {"train_rows": len(ctx.data.train), "test_rows": n_test, **report, "vi_steps": int(state.step),
             "skipped_steps": int(state.num_skipped), "epochs": round(int(state.step) * p["batch_size"]
                                                                         / len(ctx.data.train), 3)}
