@@ -146,7 +146,7 @@ class JobData:
         """One line: rows, shapes, classes, and (given ``processes``) each process's share of every batch."""
         test = f", {len(self.test)} test rows" if self.test is not None else ""
         labels = f", {self.num_classes} classes" if self.num_classes else ""
-        share = f"; each of {processes} processes reads 1/{processes} of every batch" if processes else ""
+        share = f"; each of {processes} processes reads 1/{processes} of every batch" if (processes or 0) > 1 else ""
         return f"{self.description}: {len(self.train)} training rows of shape {self.x_shape}{test}{labels}{share}"
 
 

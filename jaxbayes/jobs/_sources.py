@@ -213,6 +213,8 @@ def _array_file(path: Path, x: str, y: str, where: str) -> ArraySource:
     try:
         xs = _npz_member(path, x, where, "x")
         ys = _npz_member(path, y, where, "y") if y else None
+    except JobConfigError:  # a missing member: its own message (JobConfigError is a ValueError)
+        raise
     except (zipfile.BadZipFile, ValueError) as err:
         raise JobConfigError(f"{where}.path: {path} is not a readable .npz file: {err}") from err
     return ArraySource(xs, ys, where=where)

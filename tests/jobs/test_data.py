@@ -152,7 +152,8 @@ def test_bnn_learns_and_resumes_mid_epoch_exactly(tmp_path):
 
 @pytest.mark.parametrize("data,params,message", [
     ('path = "missing.npz"\nx = "x"', "", "data.path: .*missing.npz does not exist"),
-    ('path = "d.npz"\nx = "pixels"\ny = "y"', "", "data.x: no array 'pixels' in .*; it holds x, y"),
+    ('path = "d.npz"\nx = "x"\ny = "labels"', "", "error: data.y: no array 'labels' in .*; it holds x, y"),
+    ('path = "d.npz"\nx = "pixels"\ny = "y"', "", "error: data.x: no array 'pixels' in .*; it holds x, y"),
     ('path = "short.npz"\nx = "x"\ny = "y"', "", "data.y: 3 rows, but x has 4"),
     ('path = "mixed"', "", "data.path: images of mixed sizes"),
     ('path = "t.csv"\ny = "label"', "", "data.x: column 'name' of .* is not numeric"),
