@@ -237,3 +237,30 @@ def test_validate_prints_the_plan_with_its_cost_model(tmp_path, capsys):
     plan = _gram_tiles.plan_tiles(N_TRAIN + N_TEST, N_TRAIN, 16)
     assert f"{len(plan.pairs)} tiles of 16 x 16" in out and "the square of the pixel count" in out
     assert f"({-(-len(plan.pairs) // 4)} steps)" in out
+
+
+def two_process_gram(folder: str) -> dict:
+    """Worker (each of 2 processes, 4 devices each): the job on the 8-device mesh of two hosts."""
+    result = _run(Path(folder) / "two.toml")
+    return {"tiles": np.asarray(result["metrics"]["tiles"]), "processes": np.asarray(result["processes"]),
+            "accuracy": np.asarray(result["metrics"].get("test_accuracy", -1.0))}
+
+
+def test_two_processes_equal_one(tmp_path):
+    from tests.multiprocess.launcher import run_processes
+
+    _digits(tmp_path)
+    one = _run(_job(tmp_path, "one"))
+    _job(tmp_path, "two")
+    results = run_processes("tests.jobs.test_kernels_gram:two_process_gram", folder=str(tmp_path))
+    assert [int(r["processes"]) for r in results] == [2, 2]
+    assert all(int(r["tiles"]) == one["metrics"]["tiles"] for r in results)
+    # every tile is computed whole on one device by the same program: the same bits on any mesh
+    names = sorted(p.name for p in (tmp_path / "one" / "tiles").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "two" / "tiles").iterdir())
+    for name in names:
+        np.testing.assert_array_equal(np.load(tmp_path / "two" / "tiles" / name),
+                                      np.load(tmp_path / "one" / "tiles" / name))
+    # process 0 predicts (the tiles are its files); the other process reports no accuracy
+    assert float(results[0]["accuracy"]) == one["metrics"]["test_accuracy"]
+    assert float(results[1]["accuracy"]) == -1.0
