@@ -32,9 +32,10 @@ from jaxbayes.jobs.kinds._reports import classification_report
 from jaxbayes.kernels import Conv, Dense, Flatten, GlobalAvgPool, ReLU, gp_posterior, serial, student_t_posterior
 from jaxbayes.parallel import DATA_AXIS
 
-# Spatial-position layers per second that one CPU core sustains (the flatten CNN of bench_kernels' gram rows on
-# a 2-core host, ~2e4 entries/s for 3 layers at 28 x 28); the start-up summary's time prediction uses it.
-_CPU_POSITION_LAYERS_PER_CORE_S = 2.3e7
+# Spatial numbers x layers per second that one CPU core sustains, measured on a 2-core x86 host (the example
+# job on all 5000 MNIST images, 128 x 128 tiles: 6.1e4 entries/s; global pooling, bench_kernels' cnn_gram row
+# and a 150-image job: ~50 entries/s); the start-up summary's time prediction uses them.
+_CPU_POSITION_LAYERS_PER_CORE_S = {"flatten": 7.0e7, "global_avg_pool": 4.5e7}
 
 
 def _network(p):
@@ -88,7 +89,7 @@ def _summary(p, data) -> str:
     positions = _positions(p, data.x_shape)
     work = plan.entries() * p["depth"] * positions
     cores = os.cpu_count() or 1
-    seconds = work / (_CPU_POSITION_LAYERS_PER_CORE_S * cores)
+    seconds = work / (_CPU_POSITION_LAYERS_PER_CORE_S[p["readout"]] * cores)
     growth = "the pixel count" if p["readout"] == "flatten" else "the square of the pixel count (global pooling)"
     return (f"{len(plan.pairs)} tiles of {plan.size} x {plan.size} ({plan.entries():.3g} kernel entries, "
             f"{positions} numbers each: cost per entry grows with {growth}); "
