@@ -10,6 +10,11 @@ Work models for the limit columns:
   mean ``2 n t``; with variances, one triangular solve with the ``n x t`` cross-covariance, ``n^2 t``.
 * GP lml + gradient (float64): the Cholesky ``n^3 / 3`` plus its reverse mode, whose two ``n x n``
   triangular solves are ``2 n^3``: ``7 n^3 / 3`` FLOP in all.
+* CNN Gram (``kernels.gram``'s networks, float32, MNIST 28 x 28): each 3 x 3 convolution layer of the NNGP and
+  the NTK is ``2 * 9`` multiply-adds per spatial number per pair (flatten: ``P = 784`` numbers, the spatial
+  diagonal; global pooling: ``P^2``), ``36 P`` FLOP per pair per layer; ReLU's arc-cosine step is not counted.
+  Both libraries compute only the diagonal for a flatten readout. ``temp_mb`` is XLA's scratch memory for the
+  call (``memory_analysis``): the reason a whole-matrix call runs out of memory where tiles do not.
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.harness import Timing, peer_env, record, time_fn, time_interleaved
+from jaxbayes.datasets import mnist_images
 from jaxbayes.kernels import (
     Conv,
     Dense,
+    Flatten,
     GlobalAvgPool,
     ReLU,
     dkm,
@@ -55,6 +62,10 @@ def run(outdir: pathlib.Path, *, quick: bool) -> list[dict]:
             inputs[f"mlp_x2_{n}"] = rng.normal(size=(n // 2, 16))  # distinct sets: no diagonal rounding
         inputs["cnn_x1"] = rng.normal(size=(32, 8, 8, 3))
         inputs["cnn_x2"] = rng.normal(size=(16, 8, 8, 3))
+        images = (mnist_images()[0] / 255.0).astype(np.float32)
+        for readout, (n, m) in _GRAM_CASES.items():
+            rows_used = rng.permutation(len(images))[:n + m]  # the subset is sorted by class
+            inputs[f"gram_{readout}_x1"], inputs[f"gram_{readout}_x2"] = images[rows_used[:n]], images[rows_used[n:]]
         try:
             env = peer_env("neural-tangents", ["jax[cpu]==0.5.3", "neural-tangents==0.6.5"])
             peer = env.run(PEER, inputs, timeout=1800)
@@ -89,8 +100,46 @@ def run(outdir: pathlib.Path, *, quick: bool) -> list[dict]:
             rows.append({"benchmark": "nngp_ntk", "case": "cnn 8x8x3 32x16", "impl": "neural-tangents",
                          "time_s": float(peer["cnn_time"])})
 
+        rows += _gram_rows(inputs, peer)
+
     rows += _gp_rows(quick)
     rows += _dkm_rows(quick)
+    return rows
+
+
+# (rows, columns) of the CNN Gram cases: flatten costs P = 784 numbers per pair, global pooling P^2 = 614656
+_GRAM_CASES = {"flatten": (256, 256), "global_avg_pool": (8, 8)}
+
+
+def _gram_network(readout: str):
+    """``kernels.gram``'s default network: 3 blocks of Conv 3x3 -> ReLU, the readout, Dense."""
+    layers = []
+    for _ in range(3):
+        layers += [Conv(1, (3, 3), 1.4, 0.1), ReLU()]
+    return serial(*layers, Flatten() if readout == "flatten" else GlobalAvgPool(), Dense(1, 1.4, 0.1))
+
+
+def _gram_rows(inputs: dict, peer: dict | None) -> list[dict]:
+    rows = []
+    for readout, (n, m) in _GRAM_CASES.items():
+        x1, x2 = jnp.asarray(inputs[f"gram_{readout}_x1"]), jnp.asarray(inputs[f"gram_{readout}_x2"])
+        net = _gram_network(readout)
+        f = jax.jit(lambda a, b, net=net: net.kernel_fn(a, b)[:2])
+        temp_mb = f.lower(x1, x2).compile().memory_analysis().temp_size_in_bytes / 2**20
+        t, (nngp, ntk) = time_fn(f, x1, x2, repeats=3)
+        positions = 784 if readout == "flatten" else 784**2
+        case = f"cnn3-{readout} mnist 28x28 {n}x{m} float32"
+        work = dict(flops=3 * 36.0 * positions * n * m, series=f"cnn3-{readout}")
+        metrics = {"kernel_entries_per_s": n * m / t.median_s, "temp_mb": temp_mb}
+        if peer is not None and f"gram_{readout}_nngp" in peer:
+            for name, ours in (("nngp", nngp), ("ntk", ntk)):
+                theirs = peer[f"gram_{readout}_{name}"]
+                metrics[f"max_rel_diff_{name}"] = float(np.max(np.abs(np.asarray(ours) - theirs)) / np.max(theirs))
+        rows.append(record("cnn_gram", case, "jaxbayes", t, **work, **metrics))
+        if peer is not None and f"gram_{readout}_time" in peer:
+            pt = float(peer[f"gram_{readout}_time"])
+            rows.append(record("cnn_gram", case, "neural-tangents", Timing(0.0, pt, pt, pt, 1), **work,
+                               kernel_entries_per_s=n * m / pt, temp_mb=float(peer[f"gram_{readout}_temp_mb"])))
     return rows
 
 
