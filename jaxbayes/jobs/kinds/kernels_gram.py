@@ -27,7 +27,16 @@ import scipy.stats
 
 from jaxbayes import parallel
 from jaxbayes.jobs import Field, JobKind, one_of, positive
-from jaxbayes.jobs.kinds import _gram_fit, _gram_tiles
+from jaxbayes.jobs.kinds._gram_fit import class_probabilities, fit_gp, fit_student_t
+from jaxbayes.jobs.kinds._gram_tiles import (
+    TilePlan,
+    assemble,
+    auto_tile_size,
+    plan_tiles,
+    save_tile,
+    step_pairs,
+    tile_step_fn,
+)
 from jaxbayes.jobs.kinds._reports import classification_report
 from jaxbayes.kernels import Conv, Dense, Flatten, GlobalAvgPool, ReLU, gp_posterior, serial, student_t_posterior
 from jaxbayes.parallel import DATA_AXIS
@@ -56,10 +65,10 @@ def _itemsize(p) -> int:
     return 8 if p["precision"] == "float64" else 4
 
 
-def _plan(p, data) -> _gram_tiles.TilePlan:
+def _plan(p, data) -> TilePlan:
     n_train, n_test = len(data.train), len(data.test)
-    size = p["tile_size"] or _gram_tiles.auto_tile_size(_positions(p, data.x_shape), _itemsize(p))
-    return _gram_tiles.plan_tiles(n_train + n_test, n_train, size)
+    size = p["tile_size"] or auto_tile_size(_positions(p, data.x_shape), _itemsize(p))
+    return plan_tiles(n_train + n_test, n_train, size)
 
 
 def _num_steps(p, data) -> int:
@@ -106,12 +115,12 @@ def _setup(ctx):
         padded = plan.num_blocks * plan.size
         # pad with copies of the first point (a zero image has zero variance, whose angles are 0/0)
         points = np.concatenate([points, np.repeat(points[:1], padded - len(points), axis=0)])
-        pairs = _gram_tiles.step_pairs(plan, 0, p["tiles_per_step"], ctx.mesh.size)[0]
+        pairs = step_pairs(plan, 0, p["tiles_per_step"], ctx.mesh.size)[0]
         pair_sharding = jax.sharding.NamedSharding(ctx.mesh, jax.sharding.PartitionSpec(DATA_AXIS))
         with jax.enable_x64(p["precision"] == "float64"):
             points = jax.device_put(points, parallel.replicated_sharding(ctx.mesh))
             # compiled here, so that the steps' timing (kernel entries per second) is the computation's alone
-            compute = _gram_tiles.tile_step_fn(_network(p).kernel_fn, plan.size, ctx.mesh).lower(
+            compute = tile_step_fn(_network(p).kernel_fn, plan.size, ctx.mesh).lower(
                 points, jax.ShapeDtypeStruct(pairs.shape, jnp.int32, sharding=pair_sharding)).compile()
         ctx.cache["gram"] = {"plan": plan, "points": points, "compute": compute, "pair_sharding": pair_sharding,
                              "seconds": 0.0, "tiles": 0,
@@ -130,7 +139,7 @@ def _init(ctx):
 
 def _step(ctx, state, i):
     g, p = _setup(ctx), ctx.params
-    pairs, count = _gram_tiles.step_pairs(g["plan"], i, p["tiles_per_step"], ctx.mesh.size)
+    pairs, count = step_pairs(g["plan"], i, p["tiles_per_step"], ctx.mesh.size)
     start = time.perf_counter()
     with jax.enable_x64(p["precision"] == "float64"):
         pairs_global = jax.make_array_from_callback(pairs.shape, g["pair_sharding"], lambda index: pairs[index])
@@ -139,7 +148,7 @@ def _step(ctx, state, i):
     g["tiles"] += count
     if ctx.is_main:
         for (a, b), tile in zip(pairs[:count], tiles[:count], strict=True):
-            _gram_tiles.save_tile(_tile_dir(ctx), int(a), int(b), tile)
+            save_tile(_tile_dir(ctx), int(a), int(b), tile)
     return {"tiles_done": state["tiles_done"] + count}
 
 
@@ -160,12 +169,12 @@ def _predict(ctx, k_tt, k_st, k_ss, y_train):
     q = np.sum((vecs.T @ y) ** 2, axis=1)
     with jax.enable_x64(True):
         if p["model"] == "gp":
-            fit = _gram_fit.fit_gp(eig, q, y.shape[1])
+            fit = fit_gp(eig, q, y.shape[1])
             post = gp_posterior(fit.scale * k_tt, y, fit.scale * k_st, fit.scale * k_ss,
                                 noise=fit.scale * fit.noise_ratio, full_cov=False)
             loc, var, draws, df = np.asarray(post.mean), np.asarray(post.var) + fit.scale * fit.noise_ratio, None, None
         else:
-            fit = _gram_fit.fit_student_t(eig, q, y.shape[1])
+            fit = fit_student_t(eig, q, y.shape[1])
             post = student_t_posterior(k_tt, y, k_st, k_ss, alpha=fit.alpha, beta=fit.beta, noise=fit.noise_ratio,
                                        full_cov=False, noisy_targets=True)
             loc, var = np.asarray(post.mean), np.asarray(post.scale)
@@ -184,14 +193,14 @@ def _finish(ctx, state):
     if not ctx.is_main:
         return out  # the tiles, and so the prediction, are on process 0
     which = 0 if p["kernel"] == "nngp" else 1
-    k_tt, k_st, k_ss = _gram_tiles.assemble(_tile_dir(ctx), g["plan"], which)
+    k_tt, k_st, k_ss = assemble(_tile_dir(ctx), g["plan"], which)
     fit, loc, var, draws, df, mean, std = _predict(ctx, k_tt, k_st, k_ss, g["train_y"])
     out.update({"n_train": int(k_tt.shape[0]), "n_test": int(k_st.shape[0]), "noise_ratio": fit.noise_ratio,
                 "log_marginal_likelihood_per_entry": fit.log_marginal_likelihood_per_entry})
     out.update({"kernel_scale": fit.scale} if p["model"] == "gp" else {"alpha": fit.alpha, "beta": fit.beta})
     y_test = g["test_y"]
     if ctx.data.num_classes:
-        probs = _gram_fit.class_probabilities(loc, np.sqrt(var), draws)
+        probs = class_probabilities(loc, np.sqrt(var), draws)
         title = f"{ctx.data.description}: {p['kernel'].upper()} {p['model']} of a {p['depth']}-layer CNN"
         out.update(classification_report(ctx, probs, y_test, title))
         return out
