@@ -57,6 +57,8 @@ from jaxbayes.sde._predictors import NoPredictor as NoPredictor
 from jaxbayes.sde._predictors import Predictor as Predictor
 from jaxbayes.sde._predictors import ReverseDiffusion as ReverseDiffusion
 from jaxbayes.sde._predictors import as_predictor as as_predictor
+from jaxbayes.sde._red_diff import RedDiffOutput as RedDiffOutput
+from jaxbayes.sde._red_diff import red_diff as red_diff
 from jaxbayes.sde._sampling import SamplerOutput as SamplerOutput
 from jaxbayes.sde._sampling import tweedie_denoise as tweedie_denoise
 from jaxbayes.sde._sdes import VESDE as VESDE
@@ -146,4 +148,6 @@ __all__ = [
     "tweedie_denoise",
     "trainer_init",
     "trainer_step",
+    "red_diff",
+    "RedDiffOutput",
 ]
