@@ -70,6 +70,15 @@ from jaxbayes.vi._lowrank import lowrank_init as lowrank_init
 from jaxbayes.vi._meanfield import MeanField as MeanField
 from jaxbayes.vi._meanfield import MeanFieldNormal as MeanFieldNormal
 from jaxbayes.vi._meanfield import meanfield_init as meanfield_init
+from jaxbayes.vi._niw import NIW as NIW
+from jaxbayes.vi._niw import NIWFit as NIWFit
+from jaxbayes.vi._niw import NIWPredictive as NIWPredictive
+from jaxbayes.vi._niw import fit_niw_prior as fit_niw_prior
+from jaxbayes.vi._niw import moment_matched_prior as moment_matched_prior
+from jaxbayes.vi._niw import niw_few_shot_log_probs as niw_few_shot_log_probs
+from jaxbayes.vi._niw import niw_log_marginal_likelihood as niw_log_marginal_likelihood
+from jaxbayes.vi._niw import niw_posterior as niw_posterior
+from jaxbayes.vi._niw import niw_predictive as niw_predictive
 from jaxbayes.vi._objective import Objective as Objective
 from jaxbayes.vi._objective import ObjectiveTerms as ObjectiveTerms
 from jaxbayes.vi._objectives import OBJECTIVES as OBJECTIVES
@@ -176,4 +185,13 @@ __all__ = [
     "swap_weights",
     "tune_prior_precision",
     "variational_step",
+    "NIW",
+    "NIWFit",
+    "NIWPredictive",
+    "fit_niw_prior",
+    "moment_matched_prior",
+    "niw_few_shot_log_probs",
+    "niw_log_marginal_likelihood",
+    "niw_posterior",
+    "niw_predictive",
 ]
