@@ -15,6 +15,14 @@ from jaxbayes.base import guarded_update as guarded_update
 from jaxbayes.base import minibatch as minibatch
 from jaxbayes.base import raise_if_nonfinite as raise_if_nonfinite
 from jaxbayes.vi import metrics as metrics
+from jaxbayes.vi._bayescap import GGD as GGD
+from jaxbayes.vi._bayescap import BayesCapAlgorithm as BayesCapAlgorithm
+from jaxbayes.vi._bayescap import BayesCapMLP as BayesCapMLP
+from jaxbayes.vi._bayescap import bayescap as bayescap
+from jaxbayes.vi._bayescap import bayescap_loss as bayescap_loss
+from jaxbayes.vi._bayescap import ggd_from_outputs as ggd_from_outputs
+from jaxbayes.vi._bayescap import ggd_log_prob as ggd_log_prob
+from jaxbayes.vi._bayescap import interval_coverage as interval_coverage
 from jaxbayes.vi._bnn import LIKELIHOODS as LIKELIHOODS
 from jaxbayes.vi._bnn import BNNAlgorithm as BNNAlgorithm
 from jaxbayes.vi._bnn import bnn_init as bnn_init
@@ -194,4 +202,12 @@ __all__ = [
     "niw_log_marginal_likelihood",
     "niw_posterior",
     "niw_predictive",
+    "BayesCapAlgorithm",
+    "BayesCapMLP",
+    "GGD",
+    "bayescap",
+    "bayescap_loss",
+    "ggd_from_outputs",
+    "ggd_log_prob",
+    "interval_coverage",
 ]
