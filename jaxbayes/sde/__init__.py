@@ -51,6 +51,12 @@ from jaxbayes.sde._param import score_from_denoiser as score_from_denoiser
 from jaxbayes.sde._param import to_score as to_score
 from jaxbayes.sde._pc import pc_sampler as pc_sampler
 from jaxbayes.sde._pfgm import PFGMpp as PFGMpp
+from jaxbayes.sde._posterior_mean_transport import GaussianTransport as GaussianTransport
+from jaxbayes.sde._posterior_mean_transport import deep_ot_map as deep_ot_map
+from jaxbayes.sde._posterior_mean_transport import gaussian_w2_map as gaussian_w2_map
+from jaxbayes.sde._posterior_mean_transport import pmrf_loss as pmrf_loss
+from jaxbayes.sde._posterior_mean_transport import pmrf_sampler as pmrf_sampler
+from jaxbayes.sde._posterior_mean_transport import pmrf_trainer as pmrf_trainer
 from jaxbayes.sde._predictors import Ancestral as Ancestral
 from jaxbayes.sde._predictors import EulerMaruyama as EulerMaruyama
 from jaxbayes.sde._predictors import NoPredictor as NoPredictor
@@ -150,4 +156,10 @@ __all__ = [
     "trainer_step",
     "red_diff",
     "RedDiffOutput",
+    "GaussianTransport",
+    "deep_ot_map",
+    "gaussian_w2_map",
+    "pmrf_loss",
+    "pmrf_sampler",
+    "pmrf_trainer",
 ]
