@@ -73,6 +73,17 @@ from jaxbayes.kernels._operator import kernel_operator as kernel_operator
 from jaxbayes.kernels._operator import matern52 as matern52
 from jaxbayes.kernels._operator import nngp_pair_fn as nngp_pair_fn
 from jaxbayes.kernels._operator import rbf as rbf
+from jaxbayes.kernels._pfn import PFN as PFN
+from jaxbayes.kernels._pfn import BarDistribution as BarDistribution
+from jaxbayes.kernels._pfn import DataPrior as DataPrior
+from jaxbayes.kernels._pfn import GPPrior as GPPrior
+from jaxbayes.kernels._pfn import GPPriorDraw as GPPriorDraw
+from jaxbayes.kernels._pfn import PFNInfo as PFNInfo
+from jaxbayes.kernels._pfn import PFNState as PFNState
+from jaxbayes.kernels._pfn import PFNTransformer as PFNTransformer
+from jaxbayes.kernels._pfn import bar_borders as bar_borders
+from jaxbayes.kernels._pfn import pfn as pfn
+from jaxbayes.kernels._pfn import sample_datasets as sample_datasets
 from jaxbayes.kernels._solvers import CG as CG
 from jaxbayes.kernels._solvers import Cholesky as Cholesky
 from jaxbayes.kernels._solvers import GPConditioned as GPConditioned
@@ -103,4 +114,15 @@ __all__ = [
     "scale_mixture_posterior", "serial", "student_t_classify", "student_t_classify_multiclass",
     "student_t_joint_predictive_logpdf", "student_t_log_marginal_likelihood", "student_t_posterior",
     "student_t_predictive_logpdf",
+    "BarDistribution",
+    "DataPrior",
+    "GPPrior",
+    "GPPriorDraw",
+    "PFN",
+    "PFNInfo",
+    "PFNState",
+    "PFNTransformer",
+    "bar_borders",
+    "pfn",
+    "sample_datasets",
 ]
