@@ -12,6 +12,14 @@ from jaxbayes.sde._conditional import color_transform as color_transform
 from jaxbayes.sde._conditional import colorize as colorize
 from jaxbayes.sde._conditional import dps_sampler as dps_sampler
 from jaxbayes.sde._conditional import inpaint as inpaint
+from jaxbayes.sde._consistency import ConsistencyInfo as ConsistencyInfo
+from jaxbayes.sde._consistency import ConsistencySchedule as ConsistencySchedule
+from jaxbayes.sde._consistency import consistency_distance as consistency_distance
+from jaxbayes.sde._consistency import consistency_fn as consistency_fn
+from jaxbayes.sde._consistency import consistency_loss as consistency_loss
+from jaxbayes.sde._consistency import consistency_sampler as consistency_sampler
+from jaxbayes.sde._consistency import consistency_step as consistency_step
+from jaxbayes.sde._consistency import consistency_trainer as consistency_trainer
 from jaxbayes.sde._correctors import AnnealedLangevin as AnnealedLangevin
 from jaxbayes.sde._correctors import Corrector as Corrector
 from jaxbayes.sde._correctors import Langevin as Langevin
@@ -162,4 +170,12 @@ __all__ = [
     "pmrf_loss",
     "pmrf_sampler",
     "pmrf_trainer",
+    "ConsistencyInfo",
+    "ConsistencySchedule",
+    "consistency_distance",
+    "consistency_fn",
+    "consistency_loss",
+    "consistency_sampler",
+    "consistency_step",
+    "consistency_trainer",
 ]
