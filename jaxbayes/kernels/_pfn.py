@@ -21,7 +21,7 @@ The pieces here:
   positions only (context to context, query to context: queries never see each other), as in the paper.
 * :class:`BarDistribution`: the "Riemann" output: logits over ``B`` buckets with borders ``b_0 < ... < b_B``
   (quantiles of the prior's ``y``, :func:`bar_borders`), density ``p_i / (b_{i+1} - b_i)`` on bucket ``i``.
-  With ``tails=True`` (the paper's full-support variant) the two outer buckets are replaced by half-normals
+  With ``tails=True`` (as in the paper, for full support) the two outer buckets are replaced by half-normals
   on ``(-inf, b_1]`` and ``[b_{B-1}, inf)`` holding the same mass, with the scale that puts half of it
   inside the original bucket.
 * :func:`pfn`: training as an :class:`~jaxbayes.base.Algorithm`; every step draws a fresh batch of data
@@ -116,9 +116,9 @@ class GPPrior:
         """
         num_points = check_int_range("num_points", num_points, 1)
         n, d = num_points, self.num_features
-        dtype = jnp.zeros(()).dtype
-        # one uniform vector per data set, pushed through inverse CDFs: it compiles to far less code than
-        # three separate random calls (most of the cost of a training step's compilation)
+        dtype = jnp.result_type(float)
+        # one uniform vector per data set, pushed through inverse CDFs (log l, x, and ndtri for the normals):
+        # it compiles to about half the code of three separate random calls, and every step compiles it
         u = jax.random.uniform(key, (1 + n * d + n,), dtype, minval=jnp.finfo(dtype).tiny)
         lo, hi = math.log(self.lengthscale_min), math.log(self.lengthscale_max)
         lengthscale = jnp.exp(lo + (hi - lo) * u[0])
@@ -476,8 +476,8 @@ def pfn(prior: DataPrior, *, model: PFNTransformer | None = None,
       >>> from jaxbayes.base import fit
       >>> net = PFNTransformer(num_buckets=16, d_model=16, num_heads=2, num_layers=1, mlp_dim=32)
       >>> alg = pfn(GPPrior(), model=net, batch_size=8, num_points=16, num_border_samples=100)
-      >>> state, info = fit(jax.random.key(1), alg, alg.init(jax.random.key(0)), 5)
-      >>> bar = alg.predict(state, jnp.zeros((3, 1)), jnp.ones(3), jnp.zeros((2, 1)))
+      >>> state, info = fit(jax.random.key(1), alg, jax.jit(alg.init)(jax.random.key(0)), 5)
+      >>> bar = jax.jit(alg.predict)(state, jnp.zeros((3, 1)), jnp.ones(3), jnp.zeros((2, 1)))
       >>> bar.logits.shape, bar.quantile(0.5).shape
       ((2, 16), (2,))
     """
@@ -511,6 +511,7 @@ def pfn(prior: DataPrior, *, model: PFNTransformer | None = None,
         return new_state, PFNInfo(value, optax.tree.norm(grads), finite)
 
     def predict(state: PFNState, x_context: ArrayLike, y_context: ArrayLike, x_query: ArrayLike):
+        _check_task(x_context, y_context, x_query, num_features)
         return pfn_predict(model, state.params, state.borders, x_context, y_context, x_query, tails=tails)
 
     return PFN(init, step, nan_policy, predict, loss)

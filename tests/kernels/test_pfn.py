@@ -174,7 +174,7 @@ def test_trained_pfn_approaches_the_exact_gp_posterior(trained, eval_data):
     assert before.mean() - after.mean() > 0.7  # training helps substantially
     # a PFN that ignored the context would sit at the prior NLL; this one closes >= 70% of the way to exact
     assert after.mean() - exact.mean() < 0.3 * (prior_nll - exact.mean())
-    assert gap.mean() < 0.35  # the stated margin (measured ~0.2 after 300 steps)
+    assert gap.mean() < 0.3  # the stated margin (measured 0.18 +- 0.01 after 300 steps)
     assert gap.mean() > -4 * se  # no predictor beats the Bayes-optimal one beyond Monte-Carlo noise
 
 
@@ -231,3 +231,5 @@ def test_bad_input_is_rejected():
         prior.predictive_logpdf(jnp.zeros((3, 1)), jnp.zeros(2), jnp.zeros((1, 1)), jnp.zeros(1))
     with pytest.raises(ValueError, match="features"):
         prior.predictive_logpdf(jnp.zeros((3, 1)), jnp.zeros(3), jnp.zeros((1, 2)), jnp.zeros(1))
+    with pytest.raises(ValueError, match="1 features"):  # checked before the state is touched
+        pfn(prior).predict(None, jnp.zeros((3, 2)), jnp.zeros(3), jnp.zeros((1, 2)))
