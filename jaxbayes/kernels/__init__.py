@@ -4,6 +4,8 @@ Layers compose in the stax style (``serial(Dense(...), ReLU(), ...)``); each car
 network for Monte-Carlo checks and a closed-form kernel map. See the module docstrings for the maths.
 """
 
+from jaxbayes.kernels._bar_distribution import BarDistribution as BarDistribution
+from jaxbayes.kernels._bar_distribution import bar_borders as bar_borders
 from jaxbayes.kernels._bbmm import LMLEstimate as LMLEstimate
 from jaxbayes.kernels._bbmm import OperatorConditioned as OperatorConditioned
 from jaxbayes.kernels._bbmm import QuadLogdet as QuadLogdet
@@ -74,14 +76,12 @@ from jaxbayes.kernels._operator import matern52 as matern52
 from jaxbayes.kernels._operator import nngp_pair_fn as nngp_pair_fn
 from jaxbayes.kernels._operator import rbf as rbf
 from jaxbayes.kernels._pfn import PFN as PFN
-from jaxbayes.kernels._pfn import BarDistribution as BarDistribution
 from jaxbayes.kernels._pfn import DataPrior as DataPrior
 from jaxbayes.kernels._pfn import GPPrior as GPPrior
 from jaxbayes.kernels._pfn import GPPriorDraw as GPPriorDraw
 from jaxbayes.kernels._pfn import PFNInfo as PFNInfo
 from jaxbayes.kernels._pfn import PFNState as PFNState
 from jaxbayes.kernels._pfn import PFNTransformer as PFNTransformer
-from jaxbayes.kernels._pfn import bar_borders as bar_borders
 from jaxbayes.kernels._pfn import pfn as pfn
 from jaxbayes.kernels._pfn import sample_datasets as sample_datasets
 from jaxbayes.kernels._solvers import CG as CG
