@@ -32,17 +32,15 @@ from jax.scipy.special import ndtr
 
 from jaxbayes._checks import (
     check_choice,
-    check_finite,
     check_int_range,
     check_ndim,
     check_positive,
-    check_shape,
     concrete_value,
 )
 from jaxbayes.base import NAN_POLICIES, Algorithm
 from jaxbayes.parallel import shard_rows_like
 from jaxbayes.sde._edm import edm_precond, karras_sigmas
-from jaxbayes.sde._sampling import SamplerOutput, default_dtype, scan_with_noise, split_key
+from jaxbayes.sde._sampling import SamplerOutput, default_dtype, scan_with_noise, split_key, start_at_sigma
 from jaxbayes.sde._trainer import TrainState, trainer_init, trainer_step
 from jaxbayes.typing import Array, ArrayLike, DenoiseFn, DTypeLike, PRNGKey, PyTree, Shape
 
@@ -368,16 +366,7 @@ def consistency_sampler(key: PRNGKey, f: DenoiseFn, shape: Shape, *, sigmas: Arr
     if v is not None and (np.any(np.diff(v) >= 0) or (lo is not None and np.any(v <= lo))):
         raise ValueError(f"sigmas must be strictly decreasing and > sigma_min = {sigma_min}, got {v.tolist()}")
     k_init, key = split_key(key, x_init)
-    if x_init is None:
-        x = sigmas[0] * jax.random.normal(k_init, tuple(shape), dtype)
-    else:
-        check_shape("x_init", x_init, tuple(shape))
-        check_finite("x_init", x_init)
-        x = jnp.asarray(x_init, dtype)
-    out = jax.eval_shape(f, x, sigmas[0])
-    if tuple(getattr(out, "shape", ())) != tuple(x.shape):
-        raise ValueError(f"f(x, sigma) must return an array of shape {x.shape}, "
-                         f"got {getattr(out, 'shape', type(out).__name__)}")
+    x = start_at_sigma(k_init, sigmas[0], shape, x_init, f, "f(x, sigma)")
     x = f(x, sigmas[0])
 
     def renoise(x, i, z):

@@ -17,8 +17,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxbayes._checks import check_choice, check_finite, check_int_range, check_positive, check_shape
-from jaxbayes.sde._sampling import SamplerOutput, is_concrete_zero, scan_with_noise, split_key
+from jaxbayes._checks import check_choice, check_int_range, check_positive
+from jaxbayes.sde._sampling import SamplerOutput, is_concrete_zero, scan_with_noise, split_key, start_at_sigma
 from jaxbayes.typing import Array, ArrayLike, DenoiseFn, PRNGKey, Shape
 
 
@@ -109,16 +109,7 @@ def edm_sampler(key: PRNGKey, denoise_fn: DenoiseFn, shape: Shape, *,
     dtype = jnp.result_type(float) if dtype is None else dtype
     sigmas = karras_sigmas(num_steps, sigma_min=sigma_min, sigma_max=sigma_max, rho=rho, dtype=dtype)
     k_init, key = split_key(key, x_init)
-    if x_init is None:
-        x = sigmas[0] * jax.random.normal(k_init, tuple(shape), dtype)
-    else:
-        check_shape("x_init", x_init, tuple(shape))
-        check_finite("x_init", x_init)
-        x = jnp.asarray(x_init, dtype)
-    out = jax.eval_shape(denoise_fn, x, sigmas[0])
-    if tuple(getattr(out, "shape", ())) != tuple(x.shape):
-        raise ValueError(f"denoise_fn(x, sigma) must return an array of shape {x.shape}, "
-                         f"got {getattr(out, 'shape', type(out).__name__)}")
+    x = start_at_sigma(k_init, sigmas[0], shape, x_init, denoise_fn, "denoise_fn(x, sigma)")
     gamma_max = jnp.minimum(s_churn / num_steps, math.sqrt(2) - 1)
     # A concrete s_churn = 0 is the deterministic sampler: no noise is drawn at all.
     stochastic = not is_concrete_zero(s_churn)

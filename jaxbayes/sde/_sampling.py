@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from jaxbayes._checks import check_finite, check_int_range, check_shape
 from jaxbayes.sde._sdes import check_score_fn
-from jaxbayes.typing import SDE, Array, ArrayLike, DTypeLike, PRNGKey, ScoreFn, Shape
+from jaxbayes.typing import SDE, Array, ArrayLike, DenoiseFn, DTypeLike, PRNGKey, ScoreFn, Shape
 
 NOISE_CHUNK = 16
 
@@ -52,6 +52,24 @@ def init_state(key: PRNGKey, sde: SDE, shape: Shape, x_init: Array | None, dtype
     check_shape("x_init", x_init, shape)
     check_finite("x_init", x_init)
     return jnp.asarray(x_init, dtype)
+
+
+def start_at_sigma(key: PRNGKey, sigma: Array, shape: Shape, x_init: Array | None, denoise_fn: DenoiseFn,
+                   fn_name: str) -> Array:
+    """The start of a sampler in the noise-level parameterisation (EDM, consistency models): ``x_init`` if given
+    (checked: shape, finite), else ``sigma * N(0, I)`` in ``sigma``'s dtype; checks that ``denoise_fn(x, sigma)``
+    returns ``x``'s shape (the error names it ``fn_name``)."""
+    if x_init is None:
+        x = sigma * jax.random.normal(key, tuple(shape), sigma.dtype)
+    else:
+        check_shape("x_init", x_init, tuple(shape))
+        check_finite("x_init", x_init)
+        x = jnp.asarray(x_init, sigma.dtype)
+    out = jax.eval_shape(denoise_fn, x, sigma)
+    if tuple(getattr(out, "shape", ())) != tuple(x.shape):
+        raise ValueError(f"{fn_name} must return an array of shape {x.shape}, "
+                         f"got {getattr(out, 'shape', type(out).__name__)}")
+    return x
 
 
 def split_key(key: PRNGKey | None, x_init: Array | None) -> Array:
